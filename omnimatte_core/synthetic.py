@@ -1,0 +1,467 @@
+"""Synthetic layered videos with exact ground truth, for tests and benchmarks.
+
+A scene is a real photograph (shipped with scikit-image) as background, a water band along its bottom, and 1-3
+textured blobs moving along smooth paths. Every object owns one effect that a mask-only method would miss:
+
+- ``"shadow"``: a soft cast shadow on the ground below the object (black, alpha about 0.5, blurred, sheared);
+- ``"reflection"``: the object mirrored in the water band (alpha about 0.45, fading with depth into the water);
+- ``"dust"``: a brownish translucent trail left behind along the object's path (alpha up to about 0.35).
+
+Everything is rendered analytically in world coordinates, so a panning camera moves background, objects and effects
+consistently. Ground truth comes from the same layers that build the video, so recomposition is exact.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EFFECT_TYPES = ("shadow", "reflection", "dust")
+DEFAULT_EFFECTS = ("shadow", "reflection", "dust")  # object i gets DEFAULT_EFFECTS[i]
+CAMERAS = ("static", "pan")
+BACKGROUND_PHOTOS = ("rocket", "coffee", "chelsea")
+TEXTURE_PHOTOS = ("astronaut", "immunohistochemistry", "chelsea", "coffee", "rocket")
+
+WATER_LINE = 0.72  # water band starts at this fraction of the height
+PAN_EXTENT = 0.12  # total camera travel over the clip, as a fraction of the width
+BACKGROUND_DEPTH = (1.0, 0.9)  # depth at the top and at the bottom row of the background
+
+
+@dataclass
+class SyntheticScene:
+    """A synthetic video with its exact layer decomposition.
+
+    All tensors are float32 on the CPU in 0..1 unless noted; N objects, T frames, H x W pixels.
+
+    - ``background [T,3,H,W]``: the clean background (no object, no effect).
+    - ``composite [T,3,H,W]``: all layers over the background, back to front by ``order``.
+    - ``solos [N,T,3,H,W]``: background + object i + its effects only.
+    - ``layer_rgb [N,T,3,H,W]`` (straight colour, 0 where alpha is 0), ``layer_alpha [N,T,1,H,W]``: the RGBA layer of
+      object i including its effects; ``layer_alpha = object_alpha + effect_alpha * (1 - object_alpha)``.
+    - ``object_alpha [N,T,1,H,W]``: the object alone (1 inside, 1-px antialiased edge).
+    - ``masks [N,T,1,H,W]``: binary object masks, ``object_alpha > 0.5`` (no effect pixels).
+    - ``effect_alpha [N,T,1,H,W]``: the effect alone; ``effect_types[i]`` names it ("shadow", "reflection", "dust").
+    - ``order [T,N]`` int64: per frame object indices front to back (``order[t,0]`` nearest).
+    - ``object_depth [T,N]``: per-frame object depth, larger = farther (0..1, background is farther than all).
+    - ``depth [T,1,H,W]``: depth video, larger = farther; equals ``object_depth`` inside the nearest covering mask.
+    - ``camera``: "static" or "pan"; ``fps``: nominal frame rate for export.
+    """
+
+    background: torch.Tensor
+    composite: torch.Tensor
+    solos: torch.Tensor
+    layer_rgb: torch.Tensor
+    layer_alpha: torch.Tensor
+    object_alpha: torch.Tensor
+    masks: torch.Tensor
+    effect_alpha: torch.Tensor
+    effect_types: list[str]
+    order: torch.Tensor
+    object_depth: torch.Tensor
+    depth: torch.Tensor
+    camera: str
+    fps: float = 24.0
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.layer_alpha.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.background.shape[0])
+
+    def to(self, device) -> "SyntheticScene":
+        """A copy with every tensor moved to ``device`` (other fields shared)."""
+        values = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            values[field.name] = value.to(device) if isinstance(value, torch.Tensor) else value
+        return SyntheticScene(**values)
+
+
+@dataclass
+class _ObjectSpec:
+    """Shape, path and look of one object; lengths in pixels, time ``s`` in 0..1 over the clip."""
+
+    effect: str
+    semi_axes: tuple[float, float]  # (a, b): horizontal and vertical semi-axis before rotation
+    wobble: tuple[float, int, float]  # (amplitude, lobes, phase) of the radial outline wobble
+    cross_x: float  # world x at s = cross_s
+    cross_s: float
+    speed: float  # signed horizontal world speed, pixels per unit s
+    lane_y: float
+    bob: tuple[float, float, float]  # (amplitude px, cycles per clip, phase) of the vertical bobbing
+    spin: tuple[float, float]  # (amplitude rad, phase) of the slow rotation
+    texture: torch.Tensor  # [3,h,w]
+
+    def center(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = self.cross_x + self.speed * (s - self.cross_s)
+        y = self.lane_y + self.bob[0] * np.sin(2 * math.pi * self.bob[1] * s + self.bob[2])
+        return x, y
+
+    def angle(self, s: np.ndarray) -> np.ndarray:
+        return self.spin[0] * np.sin(2 * math.pi * 0.5 * s + self.spin[1])
+
+    def max_vertical_extent(self) -> float:
+        a, b = self.semi_axes
+        return (1 + self.wobble[0]) * math.hypot(b, a * math.sin(self.spin[0]))
+
+
+def make_scene(
+    seed: int = 0,
+    num_objects: int = 2,
+    frames: int = 24,
+    height: int = 128,
+    width: int = 224,
+    *,
+    camera: str = "static",
+    effects: Sequence[str] | None = None,
+) -> SyntheticScene:
+    """Render a synthetic layered video and its ground truth (see :class:`SyntheticScene`).
+
+    ``seed`` fixes everything (photos, crops, shapes, paths); ``camera="pan"`` moves the view slowly to the right over
+    the clip. ``effects`` gives each object's effect (default: object 0 shadow, 1 reflection, 2 dust). In the default
+    scenes objects 0 and 1 cross each other mid-clip and their depths cross there too, so ``order`` swaps.
+    """
+    # 1. Check inputs
+    effect_list = _check_inputs(seed, num_objects, frames, height, width, camera, effects)
+    rng = np.random.default_rng(seed)
+
+    # 2. Camera and world: the world is wider than the view by the camera's travel
+    s = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
+    pan_px = PAN_EXTENT * width if camera == "pan" else 0.0
+    camera_x = pan_px * s
+    world_width = width + int(math.ceil(pan_px)) + 2
+    water_row = int(round(WATER_LINE * height))
+    world = _world_image(rng, height, world_width, water_row)
+    background = _view_background(world, camera_x, width)
+
+    # 3. Objects: shape, path, texture; effect alpha and colour per object
+    specs = _object_specs(rng, effect_list, height, width, water_row, pan_px)
+    ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
+    xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
+    object_alpha, object_rgb, effect_alpha, effect_rgb = [], [], [], []
+    for spec in specs:
+        cx, cy = spec.center(s)
+        cx_view = torch.from_numpy(cx - camera_x).float().view(-1, 1, 1)
+        cy_view = torch.from_numpy(cy).float().view(-1, 1, 1)
+        theta = torch.from_numpy(spec.angle(s)).float().view(-1, 1, 1)
+        alpha, rgb = _render_object(spec, xs - cx_view, ys - cy_view, theta)
+        if spec.effect == "shadow":
+            e_alpha, e_rgb = _shadow(spec, xs - cx_view, ys - cy_view, theta)
+        elif spec.effect == "reflection":
+            e_alpha, e_rgb = _reflection(alpha, rgb, water_row)
+        else:
+            e_alpha, e_rgb = _dust(rng, spec, s, camera_x, xs, ys)
+        object_alpha.append(alpha)
+        object_rgb.append(rgb)
+        effect_alpha.append(e_alpha)
+        effect_rgb.append(e_rgb)
+    object_alpha = torch.stack(object_alpha).unsqueeze(2)  # [N,T,1,H,W]
+    object_rgb = torch.stack(object_rgb)  # [N,T,3,H,W]
+    effect_alpha = torch.stack(effect_alpha).unsqueeze(2)
+    effect_rgb = torch.stack(effect_rgb)
+
+    # 4. Layers: object over its effect, straight colour
+    layer_alpha = object_alpha + effect_alpha * (1 - object_alpha)
+    premultiplied = object_alpha * object_rgb + (1 - object_alpha) * effect_alpha * effect_rgb
+    layer_rgb = torch.where(layer_alpha > 0, premultiplied / layer_alpha.clamp_min(1e-12), torch.zeros(()))
+    layer_rgb = layer_rgb.clamp(0, 1)
+    masks = (object_alpha > 0.5).float()
+
+    # 5. Depth and order, then solos, composite and the depth video
+    object_depth = _object_depths(rng, specs, s)
+    order = torch.argsort(object_depth, dim=1, stable=True)
+    solos = layer_alpha * layer_rgb + (1 - layer_alpha) * background.unsqueeze(0)
+    composite = composite_layers(layer_rgb, layer_alpha, background, order)
+    depth = _depth_video(background.shape, masks, object_depth, order)
+
+    return SyntheticScene(
+        background=background.contiguous(),
+        composite=composite.contiguous(),
+        solos=solos.contiguous(),
+        layer_rgb=layer_rgb.contiguous(),
+        layer_alpha=layer_alpha.contiguous(),
+        object_alpha=object_alpha.contiguous(),
+        masks=masks.contiguous(),
+        effect_alpha=effect_alpha.contiguous(),
+        effect_types=list(effect_list),
+        order=order,
+        object_depth=object_depth,
+        depth=depth,
+        camera=camera,
+    )
+
+
+def composite_layers(layer_rgb: torch.Tensor, layer_alpha: torch.Tensor, background: torch.Tensor,
+                     order: torch.Tensor) -> torch.Tensor:
+    """Over-composite layers ``[N,T,3,H,W]`` (straight RGB, alpha ``[N,T,1,H,W]``) on ``background [T,3,H,W]``
+    back to front, following ``order [T,N]`` (front to back per frame). Returns ``[T,3,H,W]``."""
+    frames = torch.arange(background.shape[0])
+    out = background.clone()
+    for rank in reversed(range(order.shape[1])):
+        index = order[:, rank]
+        alpha = layer_alpha[index, frames]
+        out = alpha * layer_rgb[index, frames] + (1 - alpha) * out
+    return out
+
+
+def _check_inputs(seed, num_objects, frames, height, width, camera, effects) -> list[str]:
+    for name, value in (("seed", seed), ("num_objects", num_objects), ("frames", frames), ("height", height),
+                        ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not 1 <= num_objects <= 3:
+        raise ValueError(f"num_objects must be 1, 2 or 3, got {num_objects}")
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if height < 16 or width < 16:
+        raise ValueError(f"height and width must be >= 16 pixels, got height={height}, width={width}")
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {CAMERAS}, got {camera!r}")
+    if effects is None:
+        return list(DEFAULT_EFFECTS[:num_objects])
+    if isinstance(effects, str) or len(effects) != num_objects:
+        raise ValueError(f"effects must be a list of {num_objects} effect names (one per object), got {effects!r}")
+    for effect in effects:
+        if effect not in EFFECT_TYPES:
+            raise ValueError(f"effects entries must be in {EFFECT_TYPES}, got {effect!r}")
+    return list(effects)
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    """A scikit-image sample photograph as float32 HxWx3 in 0..1 (cached; callers must not modify it)."""
+    import skimage.data  # imported lazily: only scene generation needs it
+
+    image = getattr(skimage.data, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    image = image[..., :3].astype(np.float32) / 255.0
+    image.setflags(write=False)
+    return image
+
+
+def _cover_crop(image: np.ndarray, height: int, width: int, rng: np.random.Generator, zoom: float = 1.0) -> np.ndarray:
+    """Resize ``image`` to cover ``height x width`` (times ``zoom``) and crop a random window of that size."""
+    scale = max(height / image.shape[0], width / image.shape[1]) * zoom
+    new_h = max(height, int(math.ceil(image.shape[0] * scale)))
+    new_w = max(width, int(math.ceil(image.shape[1] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    top = int(rng.integers(0, new_h - height + 1))
+    left = int(rng.integers(0, new_w - width + 1))
+    return resized[top:top + height, left:left + width]
+
+
+def _world_image(rng: np.random.Generator, height: int, world_width: int, water_row: int) -> np.ndarray:
+    """The world background HxWwx3: a photo above ``water_row``, below it water mirroring the photo with ripples."""
+    photo = _photo(BACKGROUND_PHOTOS[int(rng.integers(len(BACKGROUND_PHOTOS)))])
+    world = np.ascontiguousarray(_cover_crop(photo, height, world_width, rng, zoom=float(rng.uniform(1.0, 1.3))))
+    rows = height - water_row
+    mirrored = world[np.clip(2 * water_row - 1 - np.arange(water_row, height), 0, height - 1)]
+    mirrored = cv2.GaussianBlur(mirrored, (0, 0), sigmaX=max(0.6, 0.004 * world_width), sigmaY=0.6)
+    depth_in_water = (np.arange(rows, dtype=np.float32) / max(rows, 1))[:, None, None]
+    water_colour = np.array([0.12, 0.28, 0.38], np.float32) * (1 - 0.4 * depth_in_water)
+    ripple_period = max(3.0, 0.035 * height)
+    ripples = 1 + 0.06 * np.sin(2 * math.pi * np.arange(rows, dtype=np.float32) / ripple_period)[:, None, None]
+    world[water_row:] = np.clip((0.45 * mirrored + 0.55 * water_colour) * ripples, 0, 1)
+    return world
+
+
+def _view_background(world: np.ndarray, camera_x: np.ndarray, width: int) -> torch.Tensor:
+    """Frames ``[T,3,H,W]`` seen through a ``width``-wide window starting at ``camera_x[t]`` (sub-pixel)."""
+    frames = []
+    for shift in camera_x:
+        if shift == 0:
+            view = world[:, :width]
+        else:
+            matrix = np.array([[1, 0, shift], [0, 1, 0]], np.float32)
+            view = cv2.warpAffine(world, matrix, (width, world.shape[0]), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                  borderMode=cv2.BORDER_REFLECT)
+        frames.append(torch.from_numpy(np.ascontiguousarray(view)).permute(2, 0, 1))
+    return torch.stack(frames).clamp(0, 1)
+
+
+def _object_specs(rng, effect_list, height, width, water_row, pan_px) -> list[_ObjectSpec]:
+    """Shapes and paths: objects 0 and 1 pass each other mid-clip; lanes depend on the object's effect."""
+    count = len(effect_list)
+    size = min(height, width) * (0.85 if count == 3 else 1.0)
+    background_name_pool = [name for name in TEXTURE_PHOTOS]
+    cross_s = 0.5 + float(rng.uniform(-0.08, 0.08))
+    cross_x = width * float(rng.uniform(0.42, 0.58)) + 0.5 * pan_px * cross_s
+    specs = []
+    for index, effect in enumerate(effect_list):
+        a = size * float(rng.uniform(0.13, 0.16))
+        b = size * float(rng.uniform(0.11, 0.14))
+        wobble = (float(rng.uniform(0.04, 0.09)), int(rng.integers(2, 5)), float(rng.uniform(0, 2 * math.pi)))
+        spin = (float(rng.uniform(0.05, 0.15)), float(rng.uniform(0, 2 * math.pi)))
+        bob = (0.02 * height * float(rng.uniform(0.5, 1.0)), float(rng.uniform(0.5, 1.2)),
+               float(rng.uniform(0, 2 * math.pi)))
+        direction = 1.0 if index % 2 == 0 else -1.0
+        # objects drift with half the camera speed so a pan shows parallax between them and the background
+        speed = direction * width * float(rng.uniform(0.45, 0.6)) + 0.5 * pan_px
+        spec = _ObjectSpec(effect, (a, b), wobble, cross_x, cross_s, speed, 0.0, bob, spin,
+                           _object_texture(rng, background_name_pool[index % len(background_name_pool)], a, b))
+        # a reflection needs the object just above the water; a shadow falls below the object; dust rides high
+        reflection_lane = water_row - spec.max_vertical_extent() - bob[0] - max(1.0, 0.02 * height)
+        if effect == "reflection":
+            spec.lane_y = reflection_lane
+        elif effect == "shadow":
+            spec.lane_y = reflection_lane - 1.2 * b
+        else:
+            spec.lane_y = 0.22 * height
+        if index == 2:  # the third object crosses elsewhere in space and time
+            spec.cross_x = width * float(rng.uniform(0.3, 0.7)) + 0.5 * pan_px * 0.5
+            spec.cross_s = 0.5
+        specs.append(spec)
+    return specs
+
+
+def _object_texture(rng, photo_name: str, a: float, b: float) -> torch.Tensor:
+    """A photo patch ``[3,h,w]`` covering the object's bounding box (with margin)."""
+    photo = _photo(photo_name)
+    tex_h, tex_w = max(8, int(math.ceil(2.4 * b))), max(8, int(math.ceil(2.4 * a)))
+    patch = _cover_crop(photo, tex_h, tex_w, rng, zoom=float(rng.uniform(1.5, 3.0)))
+    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float()
+
+
+def _silhouette(u: torch.Tensor, v: torch.Tensor, spec: _ObjectSpec) -> torch.Tensor:
+    """Alpha ``[T,H,W]`` of the wobbly ellipse at object coordinates (u, v) in pixels, with a 1-px antialiased edge.
+
+    The edge uses a first-order signed distance (implicit value / its pixel gradient), so it stays 1 px wide even when
+    (u, v) are a squashed or sheared map of the screen (the cast shadow)."""
+    a, b = spec.semi_axes
+    amplitude, lobes, phase = spec.wobble
+    un, vn = u / a, v / b
+    implicit = torch.sqrt(un * un + vn * vn) - (1 + amplitude * torch.sin(lobes * torch.atan2(vn, un) + phase))
+    grad_y, grad_x = torch.gradient(implicit, dim=(1, 2))
+    distance = implicit / torch.sqrt(grad_x * grad_x + grad_y * grad_y).clamp_min(1e-6)
+    return (0.5 - distance).clamp(0, 1)
+
+
+def _rotate(dx: torch.Tensor, dy: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    return cos * dx + sin * dy, -sin * dx + cos * dy
+
+
+def _render_object(spec, dx, dy, theta) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object alpha ``[T,H,W]`` and straight colour ``[T,3,H,W]`` (defined everywhere: texture clamps at its border)."""
+    u, v = _rotate(dx, dy, theta)
+    alpha = _silhouette(u, v, spec)
+    a, b = spec.semi_axes
+    grid = torch.stack((u / (1.2 * a), v / (1.2 * b)), dim=-1)  # texture moves and turns with the object
+    texture = spec.texture.unsqueeze(0).expand(grid.shape[0], -1, -1, -1)
+    rgb = F.grid_sample(texture, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # soft shading from an upper-left light makes the blob read as a rounded solid
+    radial = ((u / a) ** 2 + (v / b) ** 2).clamp(max=1)
+    highlight = torch.exp(-(((u / a) + 0.35) ** 2 + ((v / b) + 0.4) ** 2) / 0.08)
+    shade = (0.7 + 0.3 * (1 - radial)).unsqueeze(1)
+    rgb = (rgb * shade + 0.25 * highlight.unsqueeze(1)).clamp(0, 1)
+    return alpha, rgb
+
+
+def _blur_frames(frames: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of ``[T,H,W]`` frames (all frames in one OpenCV call, 512 channels at a time)."""
+    array = frames.permute(1, 2, 0).contiguous().numpy()
+    chunks = [cv2.GaussianBlur(np.ascontiguousarray(array[..., i:i + 512]), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+              for i in range(0, array.shape[2], 512)]
+    chunks = [chunk[..., None] if chunk.ndim == 2 else chunk for chunk in chunks]
+    return torch.from_numpy(np.concatenate(chunks, axis=2)).permute(2, 0, 1).contiguous()
+
+
+def _shadow(spec, dx, dy, theta) -> tuple[torch.Tensor, torch.Tensor]:
+    """A soft cast shadow on the ground below the object: its silhouette flattened, sheared right, blurred."""
+    a, b = spec.semi_axes
+    ground = 1.25 * b  # shadow centre below the object centre
+    squash, stretch, shear = 0.28, 1.15, 0.9
+    sy = (dy - ground) / squash
+    sx = (dx - 0.35 * a) / stretch - shear * (dy - ground)
+    u, v = _rotate(sx, sy, theta)
+    hard = _silhouette(u, v, spec)
+    strength = 0.5
+    alpha = strength * _blur_frames(hard, sigma=max(0.5, 0.12 * b)).clamp(0, 1)
+    return alpha, torch.zeros(alpha.shape[0], 3, *alpha.shape[1:])
+
+
+def _reflection(alpha, rgb, water_row) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object mirrored about the water line (row ``water_row``), bluish, fading deeper into the water."""
+    height = alpha.shape[1]
+    rows = torch.arange(height)
+    source = (2 * water_row - 1 - rows).clamp(0, height - 1)
+    in_water = (rows >= water_row).float()
+    fade = (1 - 0.6 * (rows - water_row).clamp(min=0).float() / max(1, height - water_row)) * in_water
+    strength = 0.45
+    r_alpha = strength * alpha[:, source] * fade.view(1, -1, 1)
+    tint = torch.tensor([0.8, 0.9, 1.0]).view(1, 3, 1, 1)
+    r_rgb = (rgb[:, :, source] * tint).clamp(0, 1)
+    return r_alpha, r_rgb
+
+
+def _dust(rng, spec, s, camera_x, xs, ys) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dust trail: puffs left behind at the object's past world positions, growing and fading with age."""
+    a, b = spec.semi_axes
+    puffs = 7
+    trail_length = 3.0 * a
+    lag = trail_length / puffs / max(abs(spec.speed), 1e-6)
+    direction = math.copysign(1.0, spec.speed)
+    noise_size = (max(4, ys.shape[1] // 8), max(4, xs.shape[2] // 8))
+    # a fixed grain pattern in world space, so the dust texture stays put when the camera pans
+    grain = cv2.resize(rng.uniform(0.6, 1.0, noise_size).astype(np.float32),
+                       (xs.shape[2] + int(math.ceil(camera_x.max())) + 2, ys.shape[1]), interpolation=cv2.INTER_CUBIC)
+    transparency = torch.ones(len(s), ys.shape[1], xs.shape[2])
+    for k in range(1, puffs + 1):
+        past = s - k * lag
+        px, py = spec.center(past)
+        px = torch.from_numpy(px - direction * 0.8 * a - camera_x).float().view(-1, 1, 1)
+        py = torch.from_numpy(py + 0.45 * b).float().view(-1, 1, 1)
+        radius = 0.35 * b * (1 + 0.25 * k)
+        weight = 0.38 * (1 - (k - 1) / puffs)
+        puff = weight * torch.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * radius * radius))
+        transparency = transparency * (1 - puff)
+    alpha = 1 - transparency
+    views = []
+    for shift in camera_x:
+        matrix = np.array([[1, 0, shift], [0, 1, 0]], np.float32)
+        views.append(cv2.warpAffine(grain, matrix, (xs.shape[2], ys.shape[1]),
+                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT))
+    alpha = (alpha * torch.from_numpy(np.stack(views))).clamp(0, 0.4)
+    colour = torch.tensor([0.58, 0.46, 0.32]).view(1, 3, 1, 1)
+    return alpha, colour.expand(len(s), 3, ys.shape[1], xs.shape[2]).contiguous()
+
+
+def _object_depths(rng, specs, s) -> torch.Tensor:
+    """Per-frame depths ``[T,N]``: objects 0 and 1 swap depth when they pass each other; object 2 stays farthest."""
+    depths = []
+    for index, spec in enumerate(specs):
+        if index == 0:
+            depth = 0.5 + 0.2 * (s - spec.cross_s)
+        elif index == 1:
+            depth = 0.5 - 0.2 * (s - spec.cross_s)
+        else:
+            depth = 0.75 + 0.04 * np.sin(2 * math.pi * s + float(rng.uniform(0, 2 * math.pi)))
+        depths.append(depth)
+    return torch.from_numpy(np.stack(depths, axis=1)).float()
+
+
+def _depth_video(shape, masks, object_depth, order) -> torch.Tensor:
+    """Depth ``[T,1,H,W]``: a far vertical gradient for the background, each object's depth inside its mask,
+    nearest object winning where masks overlap."""
+    frames, _, height, width = shape
+    top, bottom = BACKGROUND_DEPTH
+    gradient = torch.linspace(top, bottom, height).view(1, 1, height, 1)
+    depth = gradient.expand(frames, 1, height, width).clone()
+    time = torch.arange(frames)
+    for rank in reversed(range(order.shape[1])):
+        index = order[:, rank]
+        value = object_depth[time, index].view(-1, 1, 1, 1)
+        depth = torch.where(masks[index, time] > 0, value, depth)
+    return depth
