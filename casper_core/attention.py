@@ -46,9 +46,24 @@ class SDPAKernelAttnProcessor(CogVideoXAttnProcessor2_0):
         self.kernels = list(kernels)
         self.set_priority = set_priority
 
-    def __call__(self, *args, **kwargs):
+    # The explicit signature matters: diffusers' `Attention.forward` drops every keyword that the processor's
+    # `__call__` does not name (a `**kwargs` signature would silently lose `image_rotary_emb`, i.e. RoPE).
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
+    ):
         with sdpa_kernel(self.kernels, set_priority=self.set_priority):
-            return super().__call__(*args, **kwargs)
+            return super().__call__(
+                attn,
+                hidden_states,
+                encoder_hidden_states,
+                attention_mask=attention_mask,
+                image_rotary_emb=image_rotary_emb,
+            )
 
 
 def check_attention_backend(backend: str | None, device: torch.device | str) -> str:

@@ -48,6 +48,8 @@ _DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
 _TRANSFORMERS_WEIGHTS = "model"
 # Prefixes that training wrappers put in front of every key; stripped when *all* keys carry one.
 _WRAPPER_PREFIXES = ("module.", "transformer.", "model.")
+# CogVideoX-Fun's transformer config key (input-noise augmentation of the inpaint latents; read by the pipeline).
+_RELEASE_ONLY_CONFIG_KEYS = ("add_noise_in_inpaint_model",)
 
 
 @dataclass
@@ -382,8 +384,13 @@ def load_diffusers_model(model_class, folder: Path, weight_files: list[Path], dt
             leave model tensors unset.
     """
     config = json.loads((Path(folder) / "config.json").read_text())
+    # Release-only flags the diffusers class does not take: kept in the model's config (the pipeline reads them)
+    # without diffusers' misleading "will be ignored" warning.
+    release_flags = {key: config.pop(key) for key in _RELEASE_ONLY_CONFIG_KEYS if key in config}
     with torch.device("meta"):
         model = model_class.from_config(config)
+    if release_flags:
+        model.register_to_config(**release_flags)
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
     override_info = (0, [], [])
