@@ -25,12 +25,13 @@ import torch.nn.functional as F
 EFFECT_TYPES = ("shadow", "reflection", "dust")
 DEFAULT_EFFECTS = ("shadow", "reflection", "dust")  # object i gets DEFAULT_EFFECTS[i]
 CAMERAS = ("static", "pan")
-BACKGROUND_PHOTOS = ("rocket", "coffee", "chelsea")
+BACKGROUND_PHOTOS = ("coffee", "chelsea", "rocket")
 TEXTURE_PHOTOS = ("astronaut", "immunohistochemistry", "chelsea", "coffee", "rocket")
 
 WATER_LINE = 0.72  # water band starts at this fraction of the height
 PAN_EXTENT = 0.12  # total camera travel over the clip, as a fraction of the width
 BACKGROUND_DEPTH = (1.0, 0.9)  # depth at the top and at the bottom row of the background
+_CHUNK_PIXELS = 1_000_000  # pixels rendered at once (frames x H x W); bounds memory, never changes the result
 
 
 @dataclass
@@ -99,6 +100,7 @@ class _ObjectSpec:
     bob: tuple[float, float, float]  # (amplitude px, cycles per clip, phase) of the vertical bobbing
     spin: tuple[float, float]  # (amplitude rad, phase) of the slow rotation
     texture: torch.Tensor  # [3,h,w]
+    grain: np.ndarray | None = None  # dust only: H x world-width density pattern fixed in the world
 
     def center(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = self.cross_x + self.speed * (s - self.cross_s)
@@ -133,64 +135,60 @@ def make_scene(
     effect_list = _check_inputs(seed, num_objects, frames, height, width, camera, effects)
     rng = np.random.default_rng(seed)
 
-    # 2. Camera and world: the world is wider than the view by the camera's travel
+    # 2. Camera, world, objects, depths. Every random draw happens here, before rendering, so chunked rendering
+    #    cannot change the result. The world is wider than the view by the camera's travel.
     s = np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1)
     pan_px = PAN_EXTENT * width if camera == "pan" else 0.0
     camera_x = pan_px * s
     world_width = width + int(math.ceil(pan_px)) + 2
     water_row = int(round(WATER_LINE * height))
-    world = _world_image(rng, height, world_width, water_row)
-    background = _view_background(world, camera_x, width)
-
-    # 3. Objects: shape, path, texture; effect alpha and colour per object
-    specs = _object_specs(rng, effect_list, height, width, water_row, pan_px)
-    ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
-    xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
-    object_alpha, object_rgb, effect_alpha, effect_rgb = [], [], [], []
-    for spec in specs:
-        cx, cy = spec.center(s)
-        cx_view = torch.from_numpy(cx - camera_x).float().view(-1, 1, 1)
-        cy_view = torch.from_numpy(cy).float().view(-1, 1, 1)
-        theta = torch.from_numpy(spec.angle(s)).float().view(-1, 1, 1)
-        alpha, rgb = _render_object(spec, xs - cx_view, ys - cy_view, theta)
-        if spec.effect == "shadow":
-            e_alpha, e_rgb = _shadow(spec, xs - cx_view, ys - cy_view, theta)
-        elif spec.effect == "reflection":
-            e_alpha, e_rgb = _reflection(alpha, rgb, water_row)
-        else:
-            e_alpha, e_rgb = _dust(rng, spec, s, camera_x, xs, ys)
-        object_alpha.append(alpha)
-        object_rgb.append(rgb)
-        effect_alpha.append(e_alpha)
-        effect_rgb.append(e_rgb)
-    object_alpha = torch.stack(object_alpha).unsqueeze(2)  # [N,T,1,H,W]
-    object_rgb = torch.stack(object_rgb)  # [N,T,3,H,W]
-    effect_alpha = torch.stack(effect_alpha).unsqueeze(2)
-    effect_rgb = torch.stack(effect_rgb)
-
-    # 4. Layers: object over its effect, straight colour
-    layer_alpha = object_alpha + effect_alpha * (1 - object_alpha)
-    premultiplied = object_alpha * object_rgb + (1 - object_alpha) * effect_alpha * effect_rgb
-    layer_rgb = torch.where(layer_alpha > 0, premultiplied / layer_alpha.clamp_min(1e-12), torch.zeros(()))
-    layer_rgb = layer_rgb.clamp(0, 1)
-    masks = (object_alpha > 0.5).float()
-
-    # 5. Depth and order, then solos, composite and the depth video
+    world, photo_name = _world_image(rng, height, world_width, water_row)
+    specs = _object_specs(rng, effect_list, height, width, water_row, pan_px, world_width, photo_name)
     object_depth = _object_depths(rng, specs, s)
     order = torch.argsort(object_depth, dim=1, stable=True)
-    solos = layer_alpha * layer_rgb + (1 - layer_alpha) * background.unsqueeze(0)
-    composite = composite_layers(layer_rgb, layer_alpha, background, order)
+
+    # 3. Render in chunks of frames: full-size temporaries of a long HD clip would need many GB
+    n = len(specs)
+    background = _view_background(world, camera_x, width)
+    object_alpha = torch.empty(n, frames, 1, height, width)
+    effect_alpha = torch.empty(n, frames, 1, height, width)
+    layer_alpha = torch.empty(n, frames, 1, height, width)
+    layer_rgb = torch.empty(n, frames, 3, height, width)
+    solos = torch.empty(n, frames, 3, height, width)
+    composite = torch.empty(frames, 3, height, width)
+    ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
+    xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
+    chunk = max(1, _CHUNK_PIXELS // (height * width))
+    for first in range(0, frames, chunk):
+        span = slice(first, min(frames, first + chunk))
+        for index, spec in enumerate(specs):
+            o_alpha, o_rgb, e_alpha, e_rgb = _render_object_and_effect(spec, s[span], camera_x[span], xs, ys,
+                                                                       water_row)
+            # the layer is the object over its effect, in straight (not premultiplied) colour
+            l_alpha = o_alpha + e_alpha * (1 - o_alpha)
+            premultiplied = o_alpha * o_rgb + (1 - o_alpha) * e_alpha * e_rgb
+            l_rgb = torch.where(l_alpha > 0, premultiplied / l_alpha.clamp_min(1e-12), torch.zeros(()))
+            object_alpha[index, span] = o_alpha
+            effect_alpha[index, span] = e_alpha
+            layer_alpha[index, span] = l_alpha
+            layer_rgb[index, span] = l_rgb.clamp(0, 1)
+            # 4. Ground truth derived from the stored layers: each layer alone over the background ...
+            solos[index, span] = layer_alpha[index, span] * layer_rgb[index, span] + (
+                1 - layer_alpha[index, span]) * background[span]
+        # ... and all layers back to front in depth order
+        composite[span] = composite_layers(layer_rgb[:, span], layer_alpha[:, span], background[span], order[span])
+    masks = (object_alpha > 0.5).float()
     depth = _depth_video(background.shape, masks, object_depth, order)
 
     return SyntheticScene(
-        background=background.contiguous(),
-        composite=composite.contiguous(),
-        solos=solos.contiguous(),
-        layer_rgb=layer_rgb.contiguous(),
-        layer_alpha=layer_alpha.contiguous(),
-        object_alpha=object_alpha.contiguous(),
-        masks=masks.contiguous(),
-        effect_alpha=effect_alpha.contiguous(),
+        background=background,
+        composite=composite,
+        solos=solos,
+        layer_rgb=layer_rgb,
+        layer_alpha=layer_alpha,
+        object_alpha=object_alpha,
+        masks=masks,
+        effect_alpha=effect_alpha,
         effect_types=list(effect_list),
         order=order,
         object_depth=object_depth,
@@ -262,9 +260,11 @@ def _cover_crop(image: np.ndarray, height: int, width: int, rng: np.random.Gener
     return resized[top:top + height, left:left + width]
 
 
-def _world_image(rng: np.random.Generator, height: int, world_width: int, water_row: int) -> np.ndarray:
-    """The world background HxWwx3: a photo above ``water_row``, below it water mirroring the photo with ripples."""
-    photo = _photo(BACKGROUND_PHOTOS[int(rng.integers(len(BACKGROUND_PHOTOS)))])
+def _world_image(rng: np.random.Generator, height: int, world_width: int, water_row: int) -> tuple[np.ndarray, str]:
+    """The world background HxWwx3 (and the photo's name): a photo above ``water_row``, below it water mirroring the
+    photo with ripples."""
+    photo_name = BACKGROUND_PHOTOS[int(rng.integers(len(BACKGROUND_PHOTOS)))]
+    photo = _photo(photo_name)
     world = np.ascontiguousarray(_cover_crop(photo, height, world_width, rng, zoom=float(rng.uniform(1.0, 1.3))))
     rows = height - water_row
     mirrored = world[np.clip(2 * water_row - 1 - np.arange(water_row, height), 0, height - 1)]
@@ -274,7 +274,7 @@ def _world_image(rng: np.random.Generator, height: int, world_width: int, water_
     ripple_period = max(3.0, 0.035 * height)
     ripples = 1 + 0.06 * np.sin(2 * math.pi * np.arange(rows, dtype=np.float32) / ripple_period)[:, None, None]
     world[water_row:] = np.clip((0.45 * mirrored + 0.55 * water_colour) * ripples, 0, 1)
-    return world
+    return world, photo_name
 
 
 def _view_background(world: np.ndarray, camera_x: np.ndarray, width: int) -> torch.Tensor:
@@ -291,11 +291,12 @@ def _view_background(world: np.ndarray, camera_x: np.ndarray, width: int) -> tor
     return torch.stack(frames).clamp(0, 1)
 
 
-def _object_specs(rng, effect_list, height, width, water_row, pan_px) -> list[_ObjectSpec]:
-    """Shapes and paths: objects 0 and 1 pass each other mid-clip; lanes depend on the object's effect."""
+def _object_specs(rng, effect_list, height, width, water_row, pan_px, world_width, background_photo
+                  ) -> list[_ObjectSpec]:
+    """Shapes, paths and looks: objects 0 and 1 pass each other mid-clip; lanes depend on the object's effect."""
     count = len(effect_list)
     size = min(height, width) * (0.85 if count == 3 else 1.0)
-    background_name_pool = [name for name in TEXTURE_PHOTOS]
+    texture_photos = [name for name in TEXTURE_PHOTOS if name != background_photo]
     cross_s = 0.5 + float(rng.uniform(-0.08, 0.08))
     cross_x = width * float(rng.uniform(0.42, 0.58)) + 0.5 * pan_px * cross_s
     specs = []
@@ -310,7 +311,7 @@ def _object_specs(rng, effect_list, height, width, water_row, pan_px) -> list[_O
         # objects drift with half the camera speed so a pan shows parallax between them and the background
         speed = direction * width * float(rng.uniform(0.45, 0.6)) + 0.5 * pan_px
         spec = _ObjectSpec(effect, (a, b), wobble, cross_x, cross_s, speed, 0.0, bob, spin,
-                           _object_texture(rng, background_name_pool[index % len(background_name_pool)], a, b))
+                           _object_texture(rng, texture_photos[index % len(texture_photos)], a, b))
         # a reflection needs the object just above the water; a shadow falls below the object; dust rides high
         reflection_lane = water_row - spec.max_vertical_extent() - bob[0] - max(1.0, 0.02 * height)
         if effect == "reflection":
@@ -319,6 +320,9 @@ def _object_specs(rng, effect_list, height, width, water_row, pan_px) -> list[_O
             spec.lane_y = reflection_lane - 1.2 * b
         else:
             spec.lane_y = 0.22 * height
+            # a fixed grain pattern in world space, so the dust texture stays put when the camera pans
+            coarse = rng.uniform(0.6, 1.0, (max(4, height // 8), max(4, world_width // 8))).astype(np.float32)
+            spec.grain = cv2.resize(coarse, (world_width, height), interpolation=cv2.INTER_CUBIC)
         if index == 2:  # the third object crosses elsewhere in space and time
             spec.cross_x = width * float(rng.uniform(0.3, 0.7)) + 0.5 * pan_px * 0.5
             spec.cross_s = 0.5
@@ -369,6 +373,23 @@ def _render_object(spec, dx, dy, theta) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha, rgb
 
 
+def _render_object_and_effect(spec, s, camera_x, xs, ys, water_row):
+    """Object alpha ``[C,1,H,W]``, object colour ``[C,3,H,W]``, effect alpha ``[C,1,H,W]`` and effect colour
+    (broadcastable to ``[C,3,H,W]``) at clip times ``s`` (C frames) seen from camera offsets ``camera_x``."""
+    cx, cy = spec.center(s)
+    dx = xs - torch.from_numpy(cx - camera_x).float().view(-1, 1, 1)
+    dy = ys - torch.from_numpy(cy).float().view(-1, 1, 1)
+    theta = torch.from_numpy(spec.angle(s)).float().view(-1, 1, 1)
+    alpha, rgb = _render_object(spec, dx, dy, theta)
+    if spec.effect == "shadow":
+        e_alpha, e_rgb = _shadow(spec, dx, dy, theta)
+    elif spec.effect == "reflection":
+        e_alpha, e_rgb = _reflection(alpha, rgb, water_row)
+    else:
+        e_alpha, e_rgb = _dust(spec, s, camera_x, xs, ys)
+    return alpha.unsqueeze(1), rgb, e_alpha.unsqueeze(1), e_rgb
+
+
 def _blur_frames(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of ``[T,H,W]`` frames (all frames in one OpenCV call, 512 channels at a time)."""
     array = frames.permute(1, 2, 0).contiguous().numpy()
@@ -381,15 +402,15 @@ def _blur_frames(frames: torch.Tensor, sigma: float) -> torch.Tensor:
 def _shadow(spec, dx, dy, theta) -> tuple[torch.Tensor, torch.Tensor]:
     """A soft cast shadow on the ground below the object: its silhouette flattened, sheared right, blurred."""
     a, b = spec.semi_axes
-    ground = 1.25 * b  # shadow centre below the object centre
-    squash, stretch, shear = 0.28, 1.15, 0.9
+    ground = 1.3 * b  # shadow centre below the object centre
+    squash, stretch, shear = 0.36, 1.35, 0.8
     sy = (dy - ground) / squash
-    sx = (dx - 0.35 * a) / stretch - shear * (dy - ground)
+    sx = (dx - 0.5 * a) / stretch - shear * (dy - ground)
     u, v = _rotate(sx, sy, theta)
     hard = _silhouette(u, v, spec)
-    strength = 0.5
+    strength = 0.55
     alpha = strength * _blur_frames(hard, sigma=max(0.5, 0.12 * b)).clamp(0, 1)
-    return alpha, torch.zeros(alpha.shape[0], 3, *alpha.shape[1:])
+    return alpha, torch.zeros(1, 3, 1, 1)
 
 
 def _reflection(alpha, rgb, water_row) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,17 +427,13 @@ def _reflection(alpha, rgb, water_row) -> tuple[torch.Tensor, torch.Tensor]:
     return r_alpha, r_rgb
 
 
-def _dust(rng, spec, s, camera_x, xs, ys) -> tuple[torch.Tensor, torch.Tensor]:
+def _dust(spec, s, camera_x, xs, ys) -> tuple[torch.Tensor, torch.Tensor]:
     """A dust trail: puffs left behind at the object's past world positions, growing and fading with age."""
     a, b = spec.semi_axes
     puffs = 7
     trail_length = 3.0 * a
     lag = trail_length / puffs / max(abs(spec.speed), 1e-6)
     direction = math.copysign(1.0, spec.speed)
-    noise_size = (max(4, ys.shape[1] // 8), max(4, xs.shape[2] // 8))
-    # a fixed grain pattern in world space, so the dust texture stays put when the camera pans
-    grain = cv2.resize(rng.uniform(0.6, 1.0, noise_size).astype(np.float32),
-                       (xs.shape[2] + int(math.ceil(camera_x.max())) + 2, ys.shape[1]), interpolation=cv2.INTER_CUBIC)
     transparency = torch.ones(len(s), ys.shape[1], xs.shape[2])
     for k in range(1, puffs + 1):
         past = s - k * lag
@@ -431,11 +448,10 @@ def _dust(rng, spec, s, camera_x, xs, ys) -> tuple[torch.Tensor, torch.Tensor]:
     views = []
     for shift in camera_x:
         matrix = np.array([[1, 0, shift], [0, 1, 0]], np.float32)
-        views.append(cv2.warpAffine(grain, matrix, (xs.shape[2], ys.shape[1]),
+        views.append(cv2.warpAffine(spec.grain, matrix, (xs.shape[2], ys.shape[1]),
                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT))
     alpha = (alpha * torch.from_numpy(np.stack(views))).clamp(0, 0.4)
-    colour = torch.tensor([0.58, 0.46, 0.32]).view(1, 3, 1, 1)
-    return alpha, colour.expand(len(s), 3, ys.shape[1], xs.shape[2]).contiguous()
+    return alpha, torch.tensor([0.58, 0.46, 0.32]).view(1, 3, 1, 1)
 
 
 def _object_depths(rng, specs, s) -> torch.Tensor:

@@ -165,3 +165,22 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
 
 def test_effect_types_are_known():
     assert set(EFFECT_TYPES) == {"shadow", "reflection", "dust"}
+
+
+def test_rendering_in_frame_chunks_does_not_change_the_scene(monkeypatch):
+    import omnimatte_core.synthetic as synthetic
+
+    whole = make_scene(4, 3, 5, 40, 64, camera="pan")
+    monkeypatch.setattr(synthetic, "_CHUNK_PIXELS", 40 * 64 * 2)  # two frames at a time
+    chunked = make_scene(4, 3, 5, 40, 64, camera="pan")
+    for name, value in _tensors(whole).items():
+        assert torch.equal(value, getattr(chunked, name)), name
+
+
+def test_to_moves_every_tensor():
+    scene = make_scene(0, 1, 2, 16, 16)
+    moved = scene.to("meta")  # a real device change without needing a GPU
+    assert moved.effect_types == scene.effect_types and moved.camera == scene.camera
+    for name, value in _tensors(moved).items():
+        assert value.device.type == "meta" and value.shape == getattr(scene, name).shape, name
+    assert scene.background.device.type == "cpu"  # the original is untouched
