@@ -10,9 +10,9 @@ Modes (peak GPU memory falls, transfer time rises, from top to bottom):
   execution device only while it is used, in the pipeline's order of use: T5 → VAE encode → transformer →
   VAE decode. At most one component is resident at a time.
 - ``"fp8_model_cpu_offload"``: both of the above (the public reference's default mode).
-- ``"group_offload"``: diffusers group offloading at block level (one transformer block / T5 block at a time,
-  prefetched on a side CUDA stream); the VAE is offloaded leaf by leaf.
-- ``"sequential_offload"``: diffusers group offloading at leaf level for every component: lowest memory, slowest.
+- ``"group_offload"``: block-level group offloading (one transformer / T5 / VAE block at a time on the device, the
+  next one uploaded on a side CUDA stream during compute; see `GroupOffloader`).
+- ``"sequential_offload"``: the same at leaf level (one layer at a time): lowest memory, slowest.
 
 `apply_memory_mode` is the one entry point; it returns a `MemoryPlan` that records what was done.
 """
@@ -44,14 +44,14 @@ class MemoryPlan:
         execution_device: where the computation runs (inputs must be put there).
         fp8_modules: names of the transformer submodules whose weights are stored in float8.
         offloader: the `ModelOffloader` in the ``*model_cpu_offload`` modes, else None.
-        group_offloaded: components under diffusers group offloading.
+        group_offloaders: the `GroupOffloader` of each component in the group/sequential modes.
     """
 
     mode: str
     execution_device: torch.device
     fp8_modules: list[str] = field(default_factory=list)
     offloader: "ModelOffloader | None" = None
-    group_offloaded: list[str] = field(default_factory=list)
+    group_offloaders: dict[str, "GroupOffloader"] = field(default_factory=dict)
 
     def release(self) -> None:
         """Move every offloaded component back to the CPU (call at the end of a pipeline run)."""
@@ -92,8 +92,9 @@ def apply_memory_mode(
     elif memory_mode in ("model_cpu_offload", "fp8_model_cpu_offload"):
         plan.offloader = ModelOffloader({name: components[name] for name in COMPONENT_ORDER}, device)
     else:
-        _apply_group_offloading(components, device, leaf_only=memory_mode == "sequential_offload")
-        plan.group_offloaded = list(COMPONENT_ORDER)
+        plan.group_offloaders = _apply_group_offloading(
+            components, device, leaf_only=memory_mode == "sequential_offload"
+        )
     return plan
 
 
@@ -110,24 +111,132 @@ def enable_fp8_storage(transformer: torch.nn.Module, compute_dtype: torch.dtype)
     )
 
 
-def _apply_group_offloading(components: dict[str, torch.nn.Module], device: torch.device, *, leaf_only: bool) -> None:
-    from diffusers.hooks import apply_group_offloading
+def _apply_group_offloading(components: dict[str, torch.nn.Module], device: torch.device, *, leaf_only: bool):
+    return {
+        name: GroupOffloader(components[name], device, level="leaf" if leaf_only else "block")
+        for name in COMPONENT_ORDER
+    }
 
-    # A side stream overlaps the next group's upload with the current group's compute; CUDA only.
-    use_stream = device.type == "cuda"
-    for name in COMPONENT_ORDER:
-        module = components[name]
-        # The VAE's causal conv cache and chunked decoding make block groups awkward; leaves always work.
-        leaf_level = leaf_only or name == "vae"
-        apply_group_offloading(
-            module,
-            onload_device=device,
-            offload_device=torch.device("cpu"),
-            offload_type="leaf_level" if leaf_level else "block_level",
-            num_blocks_per_group=None if leaf_level else 1,
-            use_stream=use_stream,
-            non_blocking=use_stream,
-        )
+
+class GroupOffloader:
+    """Keeps a module's weights on the CPU and uploads one group of layers at a time while it runs.
+
+    Groups: at ``level="block"`` every element of the module's outermost `ModuleList`s (a transformer block, a T5
+    block, a VAE down/up block); whatever lies outside such lists (embeddings, final norms, the VAE's mid block) is
+    small and stays on the execution device. At ``level="leaf"`` every module that owns parameters is a group.
+
+    A group is uploaded just before its forward and dropped right after (the parameters point back at their pinned
+    CPU copy — nothing is copied back). On CUDA the next group is uploaded on a side stream while the current one
+    computes, so transfers hide behind compute when a group computes longer than it takes to upload.
+    (diffusers' group offloading does the same but needs `accelerate`; this needs nothing beyond torch.)
+
+    Attributes:
+        groups: the groups' module names, in order.
+        uploads: number of group uploads so far (for inspection and tests).
+    """
+
+    def __init__(self, module: torch.nn.Module, execution_device: torch.device, *, level: str = "block"):
+        if level not in ("block", "leaf"):
+            raise ValueError(f"level must be 'block' or 'leaf', got {level!r}")
+        self.device = torch.device(execution_device)
+        self.uploads = 0
+        cuda = self.device.type == "cuda"
+        self._stream = torch.cuda.Stream(self.device) if cuda else None
+        module.to("cpu")
+        group_modules = _block_groups(module) if level == "block" else _leaf_groups(module)
+        self.groups = [name for name, _ in group_modules]
+        grouped: set[int] = set()
+        self._tensors: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        for _, group in group_modules:
+            own = [*group.parameters(recurse=level == "block"), *group.buffers(recurse=level == "block")]
+            tensors = [t for t in own if id(t) not in grouped]
+            grouped.update(id(t) for t in tensors)
+            pairs = [(t, _maybe_pinned(t.data, cuda)) for t in tensors]
+            for t, cpu in pairs:
+                t.data = cpu
+            self._tensors.append(pairs)
+        for t in _tensors_of(module):  # the ungrouped rest lives on the execution device
+            if id(t) not in grouped:
+                t.data = t.data.to(self.device)
+        self._state = ["cpu"] * len(group_modules)
+        self._events: list = [None] * len(group_modules)
+        self._handles = []
+        for index, (_, group) in enumerate(group_modules):
+            self._handles.append(group.register_forward_pre_hook(self._make_pre_hook(index)))
+            self._handles.append(group.register_forward_hook(self._make_post_hook(index)))
+
+    def _make_pre_hook(self, index: int):
+        def hook(_module, _args):
+            self._onload(index)
+            if self._stream is not None and len(self._tensors) > 1:
+                self._prefetch((index + 1) % len(self._tensors))
+
+        return hook
+
+    def _make_post_hook(self, index: int):
+        def hook(_module, _args, _output):
+            self._offload(index)
+
+        return hook
+
+    def _onload(self, index: int) -> None:
+        if self._state[index] == "resident":
+            return
+        if self._state[index] == "prefetching":
+            torch.cuda.current_stream(self.device).wait_event(self._events[index])
+            for t, _ in self._tensors[index]:
+                # allocated on the side stream, used on this one: keep the memory until this stream is done
+                t.data.record_stream(torch.cuda.current_stream(self.device))
+        else:
+            non_blocking = self.device.type == "cuda"
+            for t, cpu in self._tensors[index]:
+                t.data = cpu.to(self.device, non_blocking=non_blocking)
+            self.uploads += 1
+        self._state[index] = "resident"
+
+    def _prefetch(self, index: int) -> None:
+        if self._state[index] != "cpu":
+            return
+        # The side stream must not overwrite memory the compute stream may still read from a freed group.
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
+            for t, cpu in self._tensors[index]:
+                t.data = cpu.to(self.device, non_blocking=True)
+            self._events[index] = torch.cuda.Event()
+            self._events[index].record(self._stream)
+        self._state[index] = "prefetching"
+        self.uploads += 1
+
+    def _offload(self, index: int) -> None:
+        for t, cpu in self._tensors[index]:
+            t.data = cpu
+        self._state[index] = "cpu"
+
+    def remove(self) -> None:
+        """Remove the hooks (weights stay where they are)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+def _block_groups(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    groups: list[tuple[str, torch.nn.Module]] = []
+    inside: list[str] = []
+    for name, child in module.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in inside):
+            continue
+        if isinstance(child, torch.nn.ModuleList):
+            inside.append(name)
+            groups.extend((f"{name}.{i}", block) for i, block in enumerate(child))
+    return groups
+
+
+def _leaf_groups(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    return [
+        (name, child)
+        for name, child in module.named_modules()
+        if any(True for _ in child.parameters(recurse=False)) or any(True for _ in child.buffers(recurse=False))
+    ]
 
 
 class ModelOffloader:
