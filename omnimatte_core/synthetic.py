@@ -323,8 +323,11 @@ def _object_specs(rng, effect_list, height, width, water_row, pan_px, world_widt
             # a fixed grain pattern in world space, so the dust texture stays put when the camera pans
             coarse = rng.uniform(0.6, 1.0, (max(4, height // 8), max(4, world_width // 8))).astype(np.float32)
             spec.grain = cv2.resize(coarse, (world_width, height), interpolation=cv2.INTER_CUBIC)
-        if index == 2:  # the third object crosses elsewhere in space and time
-            spec.cross_x = width * float(rng.uniform(0.3, 0.7)) + 0.5 * pan_px * 0.5
+        if index == 2:
+            # the third object travels its own lane more slowly and starts far enough from the edge that its
+            # trail (behind it, on the left) is in view from the first frame
+            spec.speed = 0.7 * (spec.speed - 0.5 * pan_px) + 0.5 * pan_px
+            spec.cross_x = width * float(rng.uniform(0.5, 0.65)) + 0.5 * pan_px * 0.5
             spec.cross_s = 0.5
         specs.append(spec)
     return specs
