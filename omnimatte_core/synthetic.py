@@ -147,14 +147,15 @@ def make_scene(
     object_depth = _object_depths(rng, specs, s)
     order = torch.argsort(object_depth, dim=1, stable=True)
 
-    # 3. Render in chunks of frames: full-size temporaries of a long HD clip would need many GB
+    # 3. Render in chunks of frames (full-size temporaries of a long HD clip would need many GB), and within a chunk
+    #    only the window that holds an object and its effect: everything outside it is exactly 0
     n = len(specs)
     background = _view_background(world, camera_x, width)
-    object_alpha = torch.empty(n, frames, 1, height, width)
-    effect_alpha = torch.empty(n, frames, 1, height, width)
-    layer_alpha = torch.empty(n, frames, 1, height, width)
-    layer_rgb = torch.empty(n, frames, 3, height, width)
-    solos = torch.empty(n, frames, 3, height, width)
+    object_alpha = torch.zeros(n, frames, 1, height, width)
+    effect_alpha = torch.zeros(n, frames, 1, height, width)
+    layer_alpha = torch.zeros(n, frames, 1, height, width)
+    layer_rgb = torch.zeros(n, frames, 3, height, width)
+    solos = background.unsqueeze(0).repeat(n, 1, 1, 1, 1)
     composite = torch.empty(frames, 3, height, width)
     ys = torch.arange(height, dtype=torch.float32).view(1, height, 1)
     xs = torch.arange(width, dtype=torch.float32).view(1, 1, width)
@@ -162,19 +163,19 @@ def make_scene(
     for first in range(0, frames, chunk):
         span = slice(first, min(frames, first + chunk))
         for index, spec in enumerate(specs):
-            o_alpha, o_rgb, e_alpha, e_rgb = _render_object_and_effect(spec, s[span], camera_x[span], xs, ys,
-                                                                       water_row)
+            rows, cols, o_alpha, o_rgb, e_alpha, e_rgb = _render_object_and_effect(
+                spec, s[span], camera_x[span], xs, ys, water_row)
             # the layer is the object over its effect, in straight (not premultiplied) colour
             l_alpha = o_alpha + e_alpha * (1 - o_alpha)
             premultiplied = o_alpha * o_rgb + (1 - o_alpha) * e_alpha * e_rgb
-            l_rgb = torch.where(l_alpha > 0, premultiplied / l_alpha.clamp_min(1e-12), torch.zeros(()))
-            object_alpha[index, span] = o_alpha
-            effect_alpha[index, span] = e_alpha
-            layer_alpha[index, span] = l_alpha
-            layer_rgb[index, span] = l_rgb.clamp(0, 1)
+            l_rgb = torch.where(l_alpha > 0, premultiplied / l_alpha.clamp_min(1e-12), torch.zeros(())).clamp(0, 1)
+            window = (index, span, slice(None), rows, cols)
+            object_alpha[window] = o_alpha
+            effect_alpha[window] = e_alpha
+            layer_alpha[window] = l_alpha
+            layer_rgb[window] = l_rgb
             # 4. Ground truth derived from the stored layers: each layer alone over the background ...
-            solos[index, span] = layer_alpha[index, span] * layer_rgb[index, span] + (
-                1 - layer_alpha[index, span]) * background[span]
+            solos[window] = l_alpha * l_rgb + (1 - l_alpha) * solos[window]
         # ... and all layers back to front in depth order
         composite[span] = composite_layers(layer_rgb[:, span], layer_alpha[:, span], background[span], order[span])
     masks = (object_alpha > 0.5).float()
@@ -376,21 +377,68 @@ def _render_object(spec, dx, dy, theta) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha, rgb
 
 
+# Cast shadow geometry, in units of the object's semi-axes (a, b): centre 1.3 b below and 0.5 a right of the object,
+# the silhouette squashed to 36 % height, stretched 135 % wide, sheared right, blurred by 0.12 b, alpha 0.55.
+_SHADOW_DROP, _SHADOW_SHIFT, _SHADOW_SQUASH, _SHADOW_STRETCH, _SHADOW_SHEAR = 1.3, 0.5, 0.36, 1.35, 0.8
+_SHADOW_BLUR, _SHADOW_ALPHA = 0.12, 0.55
+_REFLECTION_ALPHA = 0.45
+_DUST_PUFFS, _DUST_ALPHA_MAX = 7, 0.4
+_DUST_COLOUR = (0.58, 0.46, 0.32)
+
+
 def _render_object_and_effect(spec, s, camera_x, xs, ys, water_row):
-    """Object alpha ``[C,1,H,W]``, object colour ``[C,3,H,W]``, effect alpha ``[C,1,H,W]`` and effect colour
-    (broadcastable to ``[C,3,H,W]``) at clip times ``s`` (C frames) seen from camera offsets ``camera_x``."""
+    """Render one object and its effect at clip times ``s`` (C frames) seen from camera offsets ``camera_x``.
+
+    Returns ``(rows, cols, object_alpha [C,1,h,w], object_rgb [C,3,h,w], effect_alpha [C,1,h,w], effect_rgb)``
+    for the window ``rows x cols`` (slices) that holds the object and its effect in all C frames; everything
+    outside it is exactly 0, and the values inside do not depend on the window. ``effect_rgb`` broadcasts to
+    ``[C,3,h,w]``."""
+    height, width = ys.shape[1], xs.shape[2]
     cx, cy = spec.center(s)
-    dx = xs - torch.from_numpy(cx - camera_x).float().view(-1, 1, 1)
-    dy = ys - torch.from_numpy(cy).float().view(-1, 1, 1)
+    cx = cx - camera_x
+    top, bottom, left, right = _render_window(spec, s, camera_x, cx, cy, height, width, water_row)
+    # an object entirely out of view still gets a 2x2 window (its alpha there is 0), so every step sees valid shapes
+    top, left = min(top, height - 2), min(left, width - 2)
+    bottom, right = max(bottom, top + 2), max(right, left + 2)
+    win_xs, win_ys = xs[..., left:right], ys[:, top:bottom]
+    dx = win_xs - torch.from_numpy(cx).float().view(-1, 1, 1)
+    dy = win_ys - torch.from_numpy(cy).float().view(-1, 1, 1)
     theta = torch.from_numpy(spec.angle(s)).float().view(-1, 1, 1)
     alpha, rgb = _render_object(spec, dx, dy, theta)
     if spec.effect == "shadow":
-        e_alpha, e_rgb = _shadow(spec, dx, dy, theta)
+        e_alpha, e_rgb = _shadow(spec, dx, dy, theta), torch.zeros(1, 3, 1, 1)
     elif spec.effect == "reflection":
-        e_alpha, e_rgb = _reflection(alpha, rgb, water_row)
+        e_alpha, e_rgb = _reflection(alpha, rgb, water_row, top, height)
     else:
-        e_alpha, e_rgb = _dust(spec, s, camera_x, xs, ys)
-    return alpha.unsqueeze(1), rgb, e_alpha.unsqueeze(1), e_rgb
+        e_alpha = _dust(spec, s, camera_x, win_xs, win_ys, top, left)
+        e_rgb = torch.tensor(_DUST_COLOUR).view(1, 3, 1, 1)
+    return slice(top, bottom), slice(left, right), alpha.unsqueeze(1), rgb, e_alpha.unsqueeze(1), e_rgb
+
+
+def _render_window(spec, s, camera_x, cx, cy, height, width, water_row) -> tuple[int, int, int, int]:
+    """Pixel bounds (top, bottom, left, right), clipped to the frame, that contain the object and its effect over
+    the frames at times ``s``, with a margin where the antialiased edge and the blur have fallen to exactly 0."""
+    a, b = spec.semi_axes
+    radius = (1 + spec.wobble[0]) * max(a, b) + 2  # any rotation of the silhouette fits in this circle
+    boxes = [(cy.min() - radius, cy.max() + radius, cx.min() - radius, cx.max() + radius)]
+    if spec.effect == "shadow":
+        margin = 4 * max(0.5, _SHADOW_BLUR * b) + 2  # OpenCV's Gaussian kernel reaches 4 sigma
+        half_h = _SHADOW_SQUASH * radius + margin
+        half_w = _SHADOW_STRETCH * radius * (1 + _SHADOW_SHEAR * _SHADOW_SQUASH) + margin
+        sx, sy = cx + _SHADOW_SHIFT * a, cy + _SHADOW_DROP * b
+        boxes.append((sy.min() - half_h, sy.max() + half_h, sx.min() - half_w, sx.max() + half_w))
+    elif spec.effect == "reflection":
+        # the mirror image of the object's box; the box itself stays in the window because the mirror reads it
+        boxes.append((boxes[0][0], 2 * water_row - boxes[0][0] + 1, boxes[0][2], boxes[0][3]))
+    else:
+        for px, py, puff_radius, _ in _dust_puffs(spec, s, camera_x):
+            reach = 3 * puff_radius + 1
+            boxes.append((py.min() - reach, py.max() + reach, px.min() - reach, px.max() + reach))
+    top = max(0, int(math.floor(min(box[0] for box in boxes))))
+    bottom = min(height, int(math.ceil(max(box[1] for box in boxes))) + 1)
+    left = max(0, int(math.floor(min(box[2] for box in boxes))))
+    right = min(width, int(math.ceil(max(box[3] for box in boxes))) + 1)
+    return top, bottom, left, right
 
 
 def _blur_frames(frames: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -402,59 +450,60 @@ def _blur_frames(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(chunks, axis=2)).permute(2, 0, 1).contiguous()
 
 
-def _shadow(spec, dx, dy, theta) -> tuple[torch.Tensor, torch.Tensor]:
-    """A soft cast shadow on the ground below the object: its silhouette flattened, sheared right, blurred."""
+def _shadow(spec, dx, dy, theta) -> torch.Tensor:
+    """Alpha ``[T,h,w]`` of a soft cast shadow on the ground below the object (its colour is black): the object's
+    silhouette flattened, stretched, sheared to the right and blurred. ``dx, dy``: offsets from the object centre."""
     a, b = spec.semi_axes
-    ground = 1.3 * b  # shadow centre below the object centre
-    squash, stretch, shear = 0.36, 1.35, 0.8
-    sy = (dy - ground) / squash
-    sx = (dx - 0.5 * a) / stretch - shear * (dy - ground)
-    u, v = _rotate(sx, sy, theta)
+    ground = dy - _SHADOW_DROP * b
+    sx = (dx - _SHADOW_SHIFT * a) / _SHADOW_STRETCH - _SHADOW_SHEAR * ground
+    u, v = _rotate(sx, ground / _SHADOW_SQUASH, theta)
     hard = _silhouette(u, v, spec)
-    strength = 0.55
-    alpha = strength * _blur_frames(hard, sigma=max(0.5, 0.12 * b)).clamp(0, 1)
-    return alpha, torch.zeros(1, 3, 1, 1)
+    return _SHADOW_ALPHA * _blur_frames(hard, sigma=max(0.5, _SHADOW_BLUR * b)).clamp(0, 1)
 
 
-def _reflection(alpha, rgb, water_row) -> tuple[torch.Tensor, torch.Tensor]:
-    """The object mirrored about the water line (row ``water_row``), bluish, fading deeper into the water."""
-    height = alpha.shape[1]
-    rows = torch.arange(height)
-    source = (2 * water_row - 1 - rows).clamp(0, height - 1)
-    in_water = (rows >= water_row).float()
-    fade = (1 - 0.6 * (rows - water_row).clamp(min=0).float() / max(1, height - water_row)) * in_water
-    strength = 0.45
-    r_alpha = strength * alpha[:, source] * fade.view(1, -1, 1)
+def _reflection(alpha, rgb, water_row, top, height) -> tuple[torch.Tensor, torch.Tensor]:
+    """The object mirrored about the water line (global row ``water_row``), bluish, fading deeper into the water.
+
+    ``alpha [T,h,w]`` and ``rgb [T,3,h,w]`` cover a window starting at global row ``top`` that holds the whole
+    object; returns the reflection's alpha ``[T,h,w]`` and colour ``[T,3,h,w]`` in that window."""
+    rows = torch.arange(top, top + alpha.shape[1])
+    source = 2 * water_row - 1 - rows - top  # window row that row `rows` mirrors
+    valid = (rows >= water_row) & (source >= 0) & (source < alpha.shape[1])
+    source = source.clamp(0, alpha.shape[1] - 1)
+    fade = 1 - 0.6 * (rows - water_row).clamp(min=0).float() / max(1, height - water_row)
+    r_alpha = _REFLECTION_ALPHA * alpha[:, source] * (fade * valid).view(1, -1, 1)
     tint = torch.tensor([0.8, 0.9, 1.0]).view(1, 3, 1, 1)
     r_rgb = (rgb[:, :, source] * tint).clamp(0, 1)
     return r_alpha, r_rgb
 
 
-def _dust(spec, s, camera_x, xs, ys) -> tuple[torch.Tensor, torch.Tensor]:
-    """A dust trail: puffs left behind at the object's past world positions, growing and fading with age."""
+def _dust_puffs(spec, s, camera_x):
+    """The trail's puffs, newest first: (x [T], y [T], radius, peak alpha) in view coordinates. Puffs sit where the
+    object's rear was ``k`` steps ago, so the trail stays put in the world when the camera pans."""
     a, b = spec.semi_axes
-    puffs = 7
-    trail_length = 3.0 * a
-    lag = trail_length / puffs / max(abs(spec.speed), 1e-6)
+    lag = 3.0 * a / _DUST_PUFFS / max(abs(spec.speed), 1e-6)  # the trail is about three object widths long
     direction = math.copysign(1.0, spec.speed)
+    for k in range(1, _DUST_PUFFS + 1):
+        px, py = spec.center(s - k * lag)
+        yield (px - direction * 0.8 * a - camera_x, py + 0.45 * b, 0.35 * b * (1 + 0.25 * k),
+               0.38 * (1 - (k - 1) / _DUST_PUFFS))
+
+
+def _dust(spec, s, camera_x, xs, ys, top, left) -> torch.Tensor:
+    """Alpha ``[T,h,w]`` of the dust trail in a window at (``top``, ``left``); ``xs [1,1,w]``, ``ys [1,h,1]`` hold
+    global pixel coordinates. Each puff is a smooth bump that is exactly 0 beyond three radii."""
     transparency = torch.ones(len(s), ys.shape[1], xs.shape[2])
-    for k in range(1, puffs + 1):
-        past = s - k * lag
-        px, py = spec.center(past)
-        px = torch.from_numpy(px - direction * 0.8 * a - camera_x).float().view(-1, 1, 1)
-        py = torch.from_numpy(py + 0.45 * b).float().view(-1, 1, 1)
-        radius = 0.35 * b * (1 + 0.25 * k)
-        weight = 0.38 * (1 - (k - 1) / puffs)
-        puff = weight * torch.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * radius * radius))
-        transparency = transparency * (1 - puff)
-    alpha = 1 - transparency
+    for px, py, radius, weight in _dust_puffs(spec, s, camera_x):
+        px = torch.from_numpy(px).float().view(-1, 1, 1)
+        py = torch.from_numpy(py).float().view(-1, 1, 1)
+        bump = (1 - ((xs - px) ** 2 + (ys - py) ** 2) / (9 * radius * radius)).clamp(min=0) ** 3
+        transparency = transparency * (1 - weight * bump)
     views = []
-    for shift in camera_x:
-        matrix = np.array([[1, 0, shift], [0, 1, 0]], np.float32)
+    for shift in camera_x:  # the grain is fixed in the world: read it through the moving window
+        matrix = np.array([[1, 0, shift + left], [0, 1, top]], np.float32)
         views.append(cv2.warpAffine(spec.grain, matrix, (xs.shape[2], ys.shape[1]),
                                     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT))
-    alpha = (alpha * torch.from_numpy(np.stack(views))).clamp(0, 0.4)
-    return alpha, torch.tensor([0.58, 0.46, 0.32]).view(1, 3, 1, 1)
+    return ((1 - transparency) * torch.from_numpy(np.stack(views))).clamp(0, _DUST_ALPHA_MAX)
 
 
 def _object_depths(rng, specs, s) -> torch.Tensor:
