@@ -111,6 +111,29 @@ def test_reflection_stays_in_the_water_below_its_object(scene3):
     assert (rows.expand_as(reflection)[reflection > 0]).min() > lowest_object_row
 
 
+def test_reflection_mirrors_the_object_about_the_water_line(scene3):
+    from omnimatte_core.synthetic import WATER_LINE
+
+    water_row = round(WATER_LINE * scene3.background.shape[-2])
+    reflection = scene3.effect_alpha[1, :, 0, water_row:water_row + 6]  # the first rows of water
+    mirrored = scene3.object_alpha[1, :, 0, water_row - 6:water_row].flip(1)
+    ratio = reflection[mirrored > 0.5] / mirrored[mirrored > 0.5]
+    assert ratio.numel() > 0
+    assert torch.all((ratio > 0.3) & (ratio <= 0.5))  # alpha about 0.45, fading slowly with depth
+
+
+def test_shadow_and_dust_change_the_solo_video_as_described(scene3):
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    for i in (0, 2):  # shadow, dust
+        effect_only = ((scene3.effect_alpha[i] > 0.2) & (scene3.object_alpha[i] == 0))[:, 0]
+        solo = (scene3.solos[i] * luma).sum(1)[effect_only]
+        background = (scene3.background * luma).sum(1)[effect_only]
+        assert effect_only.sum() > 20
+        if scene3.effect_types[i] == "shadow":
+            assert torch.all(solo < background)  # a black shadow only darkens
+        assert (solo - background).abs().mean() > 0.02  # visible in the video
+
+
 def test_effects_argument_overrides_defaults():
     scene = make_scene(0, 2, 4, 48, 80, effects=["dust", "dust"])
     assert scene.effect_types == ["dust", "dust"]
