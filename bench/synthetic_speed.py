@@ -59,6 +59,7 @@ print(f"peak resident memory {peak_gib:.2f} GiB, torch threads {torch.get_num_th
 if out is not None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "device": args.device, "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                               "threads": torch.get_num_threads(),
+                               "machine": platform.processor() or platform.machine(),
                                "peak_rss_gib": peak_gib}, indent=2))
     print(f"wrote {out}")

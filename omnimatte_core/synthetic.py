@@ -450,8 +450,8 @@ def _render_window(spec, s, camera_x, cx, cy, height, width, water_row) -> tuple
 def _blur_frames(frames: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of ``[T,H,W]`` frames (all frames in one OpenCV call, 512 channels at a time)."""
     array = frames.permute(1, 2, 0).contiguous().numpy()
-    chunks = [cv2.GaussianBlur(np.ascontiguousarray(array[..., i:i + 512]), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
-              for i in range(0, array.shape[2], 512)]
+    chunks = [cv2.GaussianBlur(np.ascontiguousarray(array[..., i:i + 512]), (0, 0), sigma,
+                               borderType=cv2.BORDER_REPLICATE) for i in range(0, array.shape[2], 512)]
     chunks = [chunk[..., None] if chunk.ndim == 2 else chunk for chunk in chunks]
     return torch.from_numpy(np.concatenate(chunks, axis=2)).permute(2, 0, 1).contiguous()
 

@@ -17,8 +17,8 @@ def test_psnr_identical_is_inf_and_known_value():
     x = torch.rand(2, 3, 8, 8)
     assert psnr(x, x.clone()) == math.inf
     # a constant error of 0.1 gives MSE 0.01, i.e. exactly 20 dB
-    assert psnr(torch.full((4, 4), 0.6, dtype=torch.float64), torch.full((4, 4), 0.5, dtype=torch.float64)) == pytest.approx(
-        20.0, abs=1e-9)
+    pred, target = torch.full((4, 4), 0.6, dtype=torch.float64), torch.full((4, 4), 0.5, dtype=torch.float64)
+    assert psnr(pred, target) == pytest.approx(20.0, abs=1e-9)
     # a quarter of the pixels off by 1: MSE 0.25 -> 6.0206 dB
     pred = torch.zeros(4, 4)
     pred[:2, :2] = 1
