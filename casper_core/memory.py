@@ -151,7 +151,7 @@ class GroupOffloader:
             own = [*group.parameters(recurse=level == "block"), *group.buffers(recurse=level == "block")]
             tensors = [t for t in own if id(t) not in grouped]
             grouped.update(id(t) for t in tensors)
-            pairs = [(t, _maybe_pinned(t.data, cuda)) for t in tensors]
+            pairs = list(zip(tensors, _cpu_copies(tensors, cuda)))
             for t, cpu in pairs:
                 t.data = cpu
             self._tensors.append(pairs)
@@ -265,7 +265,8 @@ class ModelOffloader:
         pin = self.execution_device.type == "cuda"
         for name, module in self.components.items():
             module.to("cpu")
-            self._cpu_tensors[name] = [(t, _maybe_pinned(t.data, pin)) for t in _tensors_of(module)]
+            tensors = _tensors_of(module)
+            self._cpu_tensors[name] = list(zip(tensors, _cpu_copies(tensors, pin)))
             for t, cpu in self._cpu_tensors[name]:
                 t.data = cpu
             for hooked in (module, *module.children()):
@@ -311,13 +312,63 @@ def _tensors_of(module: torch.nn.Module) -> list[torch.Tensor]:
     return [*module.parameters(), *module.buffers()]
 
 
-def _maybe_pinned(tensor: torch.Tensor, pin: bool) -> torch.Tensor:
+# Pinned host memory comes from PyTorch's caching host allocator, which rounds every allocation up to a power of two:
+# pinning tensor by tensor can cost up to twice the model's size in RAM. Tensors are therefore packed into
+# 512 MiB pinned chunks (a power of two: no rounding loss); only larger tensors get their own allocation.
+_PIN_CHUNK_BYTES = 1 << 29
+_PIN_ALIGN = 64
+
+
+def _cpu_copies(tensors: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
+    """CPU copies of `tensors` (the tensors themselves when not pinning), packed into pinned chunks when `pin`."""
     if not pin:
-        return tensor
-    try:
-        return tensor.pin_memory()
-    except RuntimeError:  # pinned memory is a limited OS resource; pageable still works, just slower
-        return tensor
+        return [t.data for t in tensors]
+    copies: list[torch.Tensor | None] = [None] * len(tensors)
+    batch: list[int] = []
+    batch_bytes = 0
+
+    def flush():
+        nonlocal batch, batch_bytes
+        if not batch:
+            return
+        try:
+            buffer = torch.empty(batch_bytes, dtype=torch.uint8, pin_memory=True)
+        except RuntimeError:  # pinned memory is a limited OS resource; pageable still works, just slower
+            for i in batch:
+                copies[i] = tensors[i].data
+            batch, batch_bytes = [], 0
+            return
+        offset = 0
+        for i in batch:
+            data = tensors[i].data
+            view = buffer[offset: offset + _nbytes(data)].view(data.dtype).view(data.shape)
+            view.copy_(data)
+            copies[i] = view
+            offset = _aligned(offset + _nbytes(data))
+        batch, batch_bytes = [], 0
+
+    for i, t in enumerate(tensors):
+        size = _aligned(_nbytes(t.data))
+        if size > _PIN_CHUNK_BYTES:
+            try:
+                copies[i] = t.data.contiguous().pin_memory()
+            except RuntimeError:
+                copies[i] = t.data
+            continue
+        if batch_bytes + size > _PIN_CHUNK_BYTES:
+            flush()
+        batch.append(i)
+        batch_bytes += size
+    flush()
+    return copies
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _aligned(size: int) -> int:
+    return (size + _PIN_ALIGN - 1) // _PIN_ALIGN * _PIN_ALIGN
 
 
 def _to_device(value, device: torch.device):

@@ -169,3 +169,20 @@ def test_fp8_storage_halves_attention_and_feed_forward_bytes(release):
 def test_vae_tiling_switch(release, tiling):
     parts = _load(release, "gpu", vae_tiling=tiling)
     assert parts.vae.use_tiling is tiling and parts.vae.use_slicing is tiling
+
+
+@pytest.mark.parametrize("pin", [False, True])
+def test_cpu_copies_keep_values_dtypes_and_shapes(pin):
+    from casper_core.memory import _cpu_copies
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = [
+        torch.randn(3, 5, generator=generator),
+        torch.randn(7, generator=generator).to(FP8_STORAGE_DTYPE),  # odd byte count: the next must stay aligned
+        torch.randn(2, 3, generator=generator).to(torch.bfloat16),
+        torch.arange(4),
+    ]
+    copies = _cpu_copies(tensors, pin)  # without CUDA, pinning may fall back to pageable copies
+    for original, copy in zip(tensors, copies):
+        assert copy.dtype == original.dtype and copy.shape == original.shape
+        assert torch.equal(copy.view(torch.uint8), original.view(torch.uint8))
