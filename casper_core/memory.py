@@ -319,8 +319,15 @@ _PIN_CHUNK_BYTES = 1 << 29
 _PIN_ALIGN = 64
 
 
-def _cpu_copies(tensors: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
-    """CPU copies of `tensors` (the tensors themselves when not pinning), packed into pinned chunks when `pin`."""
+def _pinned_buffer(nbytes: int) -> torch.Tensor:
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+
+
+def _cpu_copies(tensors: list[torch.Tensor], pin: bool, allocate=_pinned_buffer) -> list[torch.Tensor]:
+    """CPU copies of `tensors` (the tensors themselves when not pinning), packed into pinned chunks when `pin`.
+
+    `allocate(nbytes)` returns a uint8 CPU buffer (pinned by default; tests pass a pageable one).
+    """
     if not pin:
         return [t.data for t in tensors]
     copies: list[torch.Tensor | None] = [None] * len(tensors)
@@ -332,7 +339,7 @@ def _cpu_copies(tensors: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
         if not batch:
             return
         try:
-            buffer = torch.empty(batch_bytes, dtype=torch.uint8, pin_memory=True)
+            buffer = allocate(batch_bytes)
         except RuntimeError:  # pinned memory is a limited OS resource; pageable still works, just slower
             for i in batch:
                 copies[i] = tensors[i].data
@@ -351,7 +358,9 @@ def _cpu_copies(tensors: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
         size = _aligned(_nbytes(t.data))
         if size > _PIN_CHUNK_BYTES:
             try:
-                copies[i] = t.data.contiguous().pin_memory()
+                buffer = allocate(_nbytes(t.data))
+                copies[i] = buffer.view(t.data.dtype).view(t.data.shape)
+                copies[i].copy_(t.data)
             except RuntimeError:
                 copies[i] = t.data
             continue

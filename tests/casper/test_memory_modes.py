@@ -172,8 +172,17 @@ def test_vae_tiling_switch(release, tiling):
 
 
 @pytest.mark.parametrize("pin", [False, True])
-def test_cpu_copies_keep_values_dtypes_and_shapes(pin):
+def test_cpu_copies_keep_values_dtypes_and_shapes(pin, monkeypatch):
+    from casper_core import memory
     from casper_core.memory import _cpu_copies
+
+    buffers = []
+
+    def allocate(nbytes):  # a pageable stand-in for pinned memory, so the packing runs without CUDA
+        buffers.append(torch.empty(nbytes, dtype=torch.uint8))
+        return buffers[-1]
+
+    monkeypatch.setattr(memory, "_PIN_CHUNK_BYTES", 128)  # force several chunks and one oversize tensor
 
     generator = torch.Generator().manual_seed(0)
     tensors = [
@@ -181,8 +190,13 @@ def test_cpu_copies_keep_values_dtypes_and_shapes(pin):
         torch.randn(7, generator=generator).to(FP8_STORAGE_DTYPE),  # odd byte count: the next must stay aligned
         torch.randn(2, 3, generator=generator).to(torch.bfloat16),
         torch.arange(4),
+        torch.randn(40, generator=generator),  # 160 bytes > the 128-byte chunk: its own buffer
     ]
-    copies = _cpu_copies(tensors, pin)  # without CUDA, pinning may fall back to pageable copies
+    copies = _cpu_copies(tensors, pin, allocate=allocate)
     for original, copy in zip(tensors, copies):
         assert copy.dtype == original.dtype and copy.shape == original.shape
         assert torch.equal(copy.view(torch.uint8), original.view(torch.uint8))
+        assert copy.data_ptr() != original.data_ptr() or not pin
+    if pin:
+        assert 2 <= len(buffers) < len(tensors)  # packed: fewer allocations than tensors
+        assert all(copy.data_ptr() % 64 == 0 for copy in copies)
