@@ -10,7 +10,8 @@ Two parts:
 1. memory modes (`--modes`): for each mode the whole data flow of one Casper window — T5 prompt encoding, VAE encode
    of the video, `--steps` transformer + DDIM steps, VAE decode — timed per phase, with peak GPU memory.
 2. speed variants (`--variants`, "gpu" placement, transformer steps only): plain SDPA, cuDNN / flash SDPA kernels,
-   per-block `torch.compile` (compile time reported apart), fp8 row-wise matmuls + compile.
+   per-block `torch.compile` (compile time reported apart), fused q/k/v projections, fp8 row-wise matmuls
+   (`casper_core.fp8_compute`, `torch._scaled_mm`) + compile.
 
 Per-step times are CUDA-event medians after warm-up; "50-step" columns are 50 × the median step.
 
@@ -42,7 +43,7 @@ from casper_core import testing  # noqa: E402
 from casper_core.attention import set_attention_backend  # noqa: E402
 from casper_core.memory import MEMORY_MODES, apply_memory_mode  # noqa: E402
 
-VARIANTS = ("sdpa", "sdpa_cudnn", "sdpa_flash", "compile", "fp8_compile")
+VARIANTS = ("sdpa", "sdpa_cudnn", "sdpa_flash", "compile", "compile_fused", "fp8_compile", "fp8_compile_fused")
 ANCHOR_STEP_S = 0.493  # ../shared ANCHORS: plain SDPA bf16, one forward, same shapes, H100
 GiB = 1024**3
 
@@ -60,7 +61,8 @@ def parse_args(argv=None):
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--modes", default=None, help=f"comma list from {','.join(MEMORY_MODES)} or 'none'")
-    parser.add_argument("--variants", default=None, help=f"comma list from {','.join(VARIANTS)} or 'none'")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma list from {','.join(VARIANTS)},fp8_eager or 'none'")
     parser.add_argument("--no-vae-tiling", action="store_true", help="VAE without spatial tiling / batch slicing")
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args(argv)
@@ -78,7 +80,7 @@ def parse_args(argv=None):
         parser.error(f"--frames must be 4k+1 with an even latent count k+1 (e.g. 85, 21, 5), got {args.frames}")
     if args.height % 16 or args.width % 16:
         parser.error("--height and --width must be multiples of 16")
-    cpu_variants = ("sdpa", "fp8_eager")
+    cpu_variants = ("sdpa", "fp8_eager", "compile_fused")
     if args.modes is None:
         args.modes = list(MEMORY_MODES)
     else:
@@ -338,23 +340,26 @@ def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict
 def bench_variant(variant: str, parts: dict, inputs: dict, args, dtype: torch.dtype) -> dict:
     from casper_core.attention import SDPAKernelAttnProcessor
     from casper_core.fp8_compute import use_fp8_matmuls
-    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     device = args.device
     transformer = parts["transformer"]
+    fused = variant.endswith("_fused")
     if variant == "sdpa":
         transformer.set_attn_processor(CogVideoXAttnProcessor2_0())
     elif variant == "sdpa_flash":
         transformer.set_attn_processor(SDPAKernelAttnProcessor([SDPBackend.FLASH_ATTENTION]))
     else:
-        set_attention_backend(transformer, "sdpa_cudnn" if device.type == "cuda" else "auto", device)
+        set_attention_backend(transformer, "sdpa_cudnn" if device.type == "cuda" else "auto", device, fuse_qkv=fused)
     replaced = []
-    if variant in ("fp8_compile", "fp8_eager"):
+    if variant.startswith("fp8"):
         replaced = use_fp8_matmuls(transformer)
-    if variant in ("compile", "fp8_compile"):
-        for block in transformer.transformer_blocks:
-            block.compile()
+    if "compile" in variant:
+        # torch.compile(module) (not Module.compile, a no-op on some torch builds); identical blocks share one graph
+        blocks = transformer.transformer_blocks
+        for index in range(len(blocks)):
+            blocks[index] = torch.compile(blocks[index])
 
     latent_frames = inputs["noise"].shape[1]
     rope = rotary_embedding(transformer, latent_frames, args.height, args.width, device)
@@ -380,7 +385,7 @@ def bench_variant(variant: str, parts: dict, inputs: dict, args, dtype: torch.dt
             print(f"{variant}: compiling with the kernel-selecting processor failed ({type(error).__name__}: "
                   f"{str(error)[:200]}); retrying with the SDPA kernel chosen outside the compiled blocks", flush=True)
             torch._dynamo.reset()
-            transformer.set_attn_processor(CogVideoXAttnProcessor2_0())
+            transformer.set_attn_processor(FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0())
             kernels = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                        SDPBackend.MATH] if device.type == "cuda" else [SDPBackend.MATH]
             outside = functools.partial(sdpa_kernel, kernels, set_priority=True)
@@ -455,14 +460,14 @@ def print_tables(report: dict) -> None:
                   f"{fmt(r['peak_gib'], 1):>10}{r['steps']:>10}")
     if report["variants"]:
         print(f"\nspeed variants (transformer step only, gpu placement; anchor: plain SDPA {ANCHOR_STEP_S} s/step)")
-        header = f"{'variant':<14}{'s/step':>8}{'50 steps s':>11}{'compile s':>10}{'peak GiB':>10}{'fp8 linears':>12}"
+        header = f"{'variant':<20}{'s/step':>8}{'50 steps s':>11}{'compile s':>10}{'peak GiB':>10}{'fp8 linears':>12}"
         print(header)
         print("-" * len(header))
         for r in report["variants"]:
             if "error" in r:
-                print(f"{r['variant']:<14} ERROR {r['error']}")
+                print(f"{r['variant']:<20} ERROR {r['error']}")
                 continue
-            print(f"{r['variant']:<14}{fmt(r['step_median_s'], 3):>8}{fmt(r['steps50_s'], 1):>11}"
+            print(f"{r['variant']:<20}{fmt(r['step_median_s'], 3):>8}{fmt(r['steps50_s'], 1):>11}"
                   f"{fmt(r['compile_s'], 1):>10}{fmt(r['peak_gib'], 1):>10}{r['fp8_linears']:>12}")
 
 

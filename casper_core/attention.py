@@ -16,7 +16,7 @@ Backends:
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0
+from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
@@ -35,16 +35,18 @@ _HOPPER_PRIORITY = [
 _CUDA_ONLY = ("sdpa_cudnn", "sdpa_flash", "sdpa_efficient")
 
 
-class SDPAKernelAttnProcessor(CogVideoXAttnProcessor2_0):
-    """`CogVideoXAttnProcessor2_0` whose attention runs under ``sdpa_kernel(kernels, set_priority=...)``.
+class SDPAKernelAttnProcessor:
+    """A CogVideoX attention processor whose SDPA call runs under ``sdpa_kernel(kernels, set_priority=...)``.
 
-    The computation (projections, RoPE, attention, output projection) is the parent's, unchanged.
+    The computation (projections, RoPE, attention, output projection) is diffusers' own: `CogVideoXAttnProcessor2_0`,
+    or `FusedCogVideoXAttnProcessor2_0` with ``fused=True`` (after `transformer.fuse_qkv_projections()`).
     """
 
-    def __init__(self, kernels: list[SDPBackend], set_priority: bool = False):
-        super().__init__()
+    def __init__(self, kernels: list[SDPBackend], set_priority: bool = False, fused: bool = False):
         self.kernels = list(kernels)
         self.set_priority = set_priority
+        self.fused = fused
+        self.inner = FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0()
 
     # The explicit signature matters: diffusers' `Attention.forward` drops every keyword that the processor's
     # `__call__` does not name (a `**kwargs` signature would silently lose `image_rotary_emb`, i.e. RoPE).
@@ -57,7 +59,7 @@ class SDPAKernelAttnProcessor(CogVideoXAttnProcessor2_0):
         image_rotary_emb: torch.Tensor | None = None,
     ):
         with sdpa_kernel(self.kernels, set_priority=self.set_priority):
-            return super().__call__(
+            return self.inner(
                 attn,
                 hidden_states,
                 encoder_hidden_states,
@@ -79,19 +81,38 @@ def check_attention_backend(backend: str | None, device: torch.device | str) -> 
     return backend
 
 
-def set_attention_backend(transformer: torch.nn.Module, backend: str | None, device: torch.device | str) -> str:
+def set_attention_backend(
+    transformer: torch.nn.Module, backend: str | None, device: torch.device | str, *, fuse_qkv: bool = False
+) -> str:
     """Install the processor for `backend` on every attention layer of a CogVideoX transformer.
+
+    Args:
+        fuse_qkv: first fuse the q, k, v projections into one matrix product (diffusers'
+            `fuse_qkv_projections`; the fused weights are added beside the originals, which are then released).
 
     Returns a description of what was installed: the backend name, or ``"auto (pytorch default)"`` when "auto"
     leaves PyTorch's own choice in place.
     """
     backend = check_attention_backend(backend, device)
     device = torch.device(device)
+    if fuse_qkv:
+        fuse_qkv_projections(transformer)
+    fused = getattr(transformer.transformer_blocks[0].attn1, "fused_projections", False)
     if backend == "auto":
         if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
-            transformer.set_attn_processor(SDPAKernelAttnProcessor(_HOPPER_PRIORITY, set_priority=True))
+            transformer.set_attn_processor(SDPAKernelAttnProcessor(_HOPPER_PRIORITY, set_priority=True, fused=fused))
             return "auto (cudnn > flash > efficient > math)"
-        transformer.set_attn_processor(CogVideoXAttnProcessor2_0())
+        transformer.set_attn_processor(FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0())
         return "auto (pytorch default)"
-    transformer.set_attn_processor(SDPAKernelAttnProcessor(_KERNELS[backend]))
+    transformer.set_attn_processor(SDPAKernelAttnProcessor(_KERNELS[backend], fused=fused))
     return backend
+
+
+def fuse_qkv_projections(transformer: torch.nn.Module) -> None:
+    """Fuse every attention layer's q, k, v projections into ``to_qkv`` and drop the separate matrices."""
+    transformer.fuse_qkv_projections()
+    for module in transformer.modules():
+        if getattr(module, "fused_projections", False) and hasattr(module, "to_qkv"):
+            for name in ("to_q", "to_k", "to_v"):
+                if hasattr(module, name):
+                    delattr(module, name)

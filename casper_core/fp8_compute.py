@@ -18,7 +18,7 @@ import torch
 FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)  # 448
 # The attention and feed-forward matrices of CogVideoX blocks: ~85 % of the transformer's parameters and FLOPs.
-DEFAULT_PATTERN = r"^transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_out\.0)|ff\.net\.(0\.proj|2))$"
+DEFAULT_PATTERN = r"^transformer_blocks\.\d+\.(attn1\.(to_q|to_k|to_v|to_qkv|to_out\.0)|ff\.net\.(0\.proj|2))$"
 
 
 def quantize_rowwise(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

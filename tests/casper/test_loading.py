@@ -261,3 +261,18 @@ def test_sdpa_kernel_processor_keeps_the_rotary_embedding(release):
         parts.transformer.set_attn_processor(SDPAKernelAttnProcessor([SDPBackend.MATH]))
         kernel = parts.transformer(**inputs)[0]
     torch.testing.assert_close(kernel, default, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_qkv_projections_compute_the_same(release):
+    from casper_core.attention import set_attention_backend
+
+    parts = _load(release, casper=None)
+    inputs = _transformer_inputs(parts.transformer.config)
+    with torch.no_grad():
+        separate = parts.transformer(**inputs)[0]
+        set_attention_backend(parts.transformer, "sdpa_math", "cpu", fuse_qkv=True)
+        attn = parts.transformer.transformer_blocks[0].attn1
+        assert hasattr(attn, "to_qkv") and not hasattr(attn, "to_q")  # separate matrices released
+        assert parts.transformer.transformer_blocks[0].attn1.processor.fused
+        fused = parts.transformer(**inputs)[0]
+    torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)
