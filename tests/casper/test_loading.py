@@ -276,3 +276,20 @@ def test_fused_qkv_projections_compute_the_same(release):
         assert parts.transformer.transformer_blocks[0].attn1.processor.fused
         fused = parts.transformer(**inputs)[0]
     torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)
+
+
+def test_model_files_are_found_in_comfyui_folders(release, tmp_path):
+    from casper_core.model_files import find_base_models, find_casper_weights
+
+    models = tmp_path / "models"
+    shutil.copytree(release.base_dir, models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP")
+    (models / "diffusers" / "not-a-model").mkdir(parents=True)
+    (models / "casper").mkdir()
+    shutil.copy(release.casper_weights, models / "casper" / "casper.safetensors")
+    (models / "casper" / "notes.txt").write_text("not weights")
+    assert find_base_models([models, tmp_path / "absent"]) == [models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP"]
+    assert find_casper_weights(models) == [models / "casper" / "casper.safetensors"]
+    # a base model folder whose transformer is not the 33-channel inpaint one is not offered
+    config_path = models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP" / "transformer" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "in_channels": 16}))
+    assert find_base_models(models) == []
