@@ -174,6 +174,7 @@ def load_casper_components(
     else:
         transformer_folder = folders["transformer"]
     _require_file(transformer_folder / "config.json", "transformer config")
+    check_inpaint_transformer_config(transformer_folder / "config.json")
     weight_files["transformer"] = find_safetensors(transformer_folder, _DIFFUSERS_WEIGHTS)
 
     report = LoadReport(
@@ -314,6 +315,16 @@ def check_casper_weights(casper_weights) -> tuple[Path | None, str | None]:
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"casper_weights {path}: expected a .safetensors file, got suffix {path.suffix!r}")
     return path, "safetensors"
+
+
+def check_inpaint_transformer_config(config_path: Path) -> None:
+    """Refuse a transformer that does not take Casper's 33-channel input (16 noisy + 1 mask + 16 video latents)."""
+    config = json.loads(Path(config_path).read_text())
+    if config.get("in_channels") != 33:
+        raise ValueError(
+            f"{config_path}: in_channels is {config.get('in_channels')}, Casper needs the 33-channel inpaint "
+            "transformer (CogVideoX-Fun-V1.5-5b-InP); is this a text-to-video or image-to-video model?"
+        )
 
 
 def find_safetensors(folder: Path, stem: str) -> list[Path]:

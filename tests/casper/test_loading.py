@@ -293,3 +293,11 @@ def test_model_files_are_found_in_comfyui_folders(release, tmp_path):
     config_path = models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP" / "transformer" / "config.json"
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "in_channels": 16}))
     assert find_base_models(models) == []
+
+
+def test_a_non_inpaint_base_model_is_refused(release, tmp_path):
+    base = _copy_base(release, tmp_path)
+    config_path = base / "transformer" / "config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "in_channels": 16}))
+    with pytest.raises(ValueError, match="in_channels is 16"):
+        load_casper_components(base, None, device="cpu")
