@@ -301,3 +301,46 @@ def test_a_non_inpaint_base_model_is_refused(release, tmp_path):
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "in_channels": 16}))
     with pytest.raises(ValueError, match="in_channels is 16"):
         load_casper_components(base, None, device="cpu")
+
+
+def _tiny_video_and_masks(frames=9, height=32, width=48):
+    generator = torch.Generator().manual_seed(5)
+    video = torch.rand(frames, height, width, 3, generator=generator)  # [T,H,W,3] in 0..1
+    masks = torch.zeros(2, frames, height, width)
+    masks[0, :, 4:20, 4:20] = 1
+    masks[1, :, 12:28, 24:44] = 1
+    return video, masks
+
+
+@pytest.fixture(scope="module")
+def gpu_mode_result(release):
+    pytest.importorskip("casper_core.pipeline")
+    from casper_core import build_trimask_jobs
+    from casper_core.loading import load_casper_pipeline
+
+    pipeline = load_casper_pipeline(release.base_dir, release.casper_weights, dtype="fp32", device="cpu")
+    video, masks = _tiny_video_and_masks()
+    jobs = build_trimask_jobs(video, masks)
+    return pipeline(video, jobs, steps=1, seed=0), jobs
+
+
+def test_pipeline_loaded_from_release_files_runs(release, gpu_mode_result):
+    result, jobs = gpu_mode_result
+    video, _ = _tiny_video_and_masks()
+    assert list(result.names) == list(jobs.names) == ["background", "solo_0", "solo_1"]
+    assert result.videos.shape == (3, *video.shape)
+    assert torch.isfinite(result.videos).all()
+    assert result.videos.min() >= 0 and result.videos.max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["model_cpu_offload", "group_offload"])
+def test_pipeline_output_does_not_depend_on_the_offload_mode(release, gpu_mode_result, mode):
+    from casper_core import CasperPipeline, build_trimask_jobs
+
+    pipeline = CasperPipeline.from_pretrained(
+        release.base_dir, release.casper_weights, dtype="fp32", device="cpu", memory_mode=mode
+    )
+    assert pipeline.load_report.memory_mode == mode
+    video, masks = _tiny_video_and_masks()
+    result = pipeline(video, build_trimask_jobs(video, masks), steps=1, seed=0)
+    torch.testing.assert_close(result.videos, gpu_mode_result[0].videos, rtol=1e-5, atol=1e-5)
