@@ -81,6 +81,8 @@ def apply_memory_mode(
     if missing:
         raise ValueError(f"components must hold {COMPONENT_ORDER}; missing {missing}")
     device = torch.device(execution_device)
+    if device.type == "cuda" and device.index is None:  # "cuda" → "cuda:N", so device comparisons are exact
+        device = torch.device("cuda", torch.cuda.current_device())
     plan = MemoryPlan(mode=memory_mode, execution_device=device)
 
     if memory_mode.startswith("fp8"):
@@ -275,7 +277,11 @@ class ModelOffloader:
     def _make_hook(self, name: str):
         def hook(_module, args, kwargs):
             self.onload(name)
-            return _to_device(args, self.execution_device), _to_device(kwargs, self.execution_device)
+            # Top-level tensor inputs only: containers (e.g. the VAE's conv cache) are passed through untouched.
+            if not any(_misplaced(v, self.execution_device) for v in (*args, *kwargs.values())):
+                return None
+            moved_args = tuple(_moved(v, self.execution_device) for v in args)
+            return moved_args, {k: _moved(v, self.execution_device) for k, v in kwargs.items()}
 
         return hook
 
@@ -380,13 +386,9 @@ def _aligned(size: int) -> int:
     return (size + _PIN_ALIGN - 1) // _PIN_ALIGN * _PIN_ALIGN
 
 
-def _to_device(value, device: torch.device):
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(_to_device(v, device) for v in value)
-    if isinstance(value, list):
-        return [_to_device(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
+def _misplaced(value, device: torch.device) -> bool:
+    return isinstance(value, torch.Tensor) and value.device != device
+
+
+def _moved(value, device: torch.device):
+    return value.to(device) if _misplaced(value, device) else value
