@@ -1,0 +1,5 @@
+"""casper_core — trimasks and the Casper object-and-effect removal pipeline (PyTorch + diffusers, no ComfyUI)."""
+from .pipeline import CasperPipeline, CasperResult
+from .trimask import TrimaskJobs, build_trimask_jobs
+
+__all__ = ["CasperPipeline", "CasperResult", "TrimaskJobs", "build_trimask_jobs"]

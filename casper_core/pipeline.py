@@ -1,0 +1,447 @@
+"""The Casper pipeline: CogVideoX-Fun-V1.5 inpainting with trimask conditioning, on diffusers building blocks.
+
+For each trimask job the transformer denoises ``[noisy latents 16 | mask latent 1 | video latents 16]`` (33
+channels, (b, f, c, h, w) order) with DDIM; clips longer than one temporal window are denoised as overlapping
+windows blended per step (temporal multidiffusion). What the public reference computes, and where we deliberately
+differ, is written down in PARITY.md; the behaviour switches that reproduce the reference exactly are the
+`noise_augmentation` argument and a shared `generator`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .temporal import (
+    latent_frames,
+    pad_frames,
+    padded_length,
+    plan_windows,
+    window_latent_frames,
+    window_weights,
+)
+from .trimask import TrimaskJobs, quantize_trimask
+from .vae_decode import decode_latents
+
+# The reference encodes the prompt to 226 tokens (T5, eos appended, zero padding, no attention mask).
+MAX_SEQUENCE_LENGTH = 226
+# Input-noise augmentation of the unmasked video (the reference's `noise_aug_strength` default, applied when the
+# transformer config has `add_noise_in_inpaint_model`).
+NOISE_AUG_STRENGTH = 0.0563
+# The neutral trimask value handed to the model (the reference stores 127 of 255).
+NEUTRAL_VALUE = 127.0 / 255.0
+# Pixels × patch: sizes must be multiples of this.
+SIZE_MULTIPLE = 16
+
+
+@dataclass
+class CasperResult:
+    """Output of `CasperPipeline.__call__`.
+
+    Attributes:
+        names: one name per job (from the trimask jobs).
+        videos: ``[J,T,H,W,3]`` float32 in 0..1 on the CPU, at the input length and resolution.
+    """
+
+    names: list[str]
+    videos: torch.Tensor
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The ``[T,H,W,3]`` video of the job called `name`."""
+        return self.videos[self.names.index(name)]
+
+
+class CasperPipeline:
+    """Object-and-effect removal with Casper (CogVideoX-Fun-V1.5-5b-InP fine-tuned with trimask conditioning).
+
+    Components (attributes of the same names): ``transformer`` (`diffusers.CogVideoXTransformer3DModel`, 33 input
+    channels, patch_size_t 2), ``vae`` (`diffusers.AutoencoderKLCogVideoX`), ``text_encoder`` (T5 encoder),
+    ``tokenizer`` (T5 tokenizer), ``scheduler`` (`diffusers.DDIMScheduler` with the release's config).
+    They must already sit where they compute (or be managed by a memory mode's hooks, see `casper_core.memory`);
+    `set_execution_device` tells the pipeline where inputs go when the weights are offloaded.
+    """
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler):
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.load_report = None
+        self.memory_plan = None
+        self._execution_device_override: torch.device | None = None
+        self.compute_dtype: torch.dtype | None = None
+        config = transformer.config
+        if getattr(config, "patch_size_t", None) is None:
+            raise ValueError("transformer: expected a CogVideoX 1.5 transformer (patch_size_t set), got patch_size_t None")
+        if config.in_channels != 2 * config.out_channels + 1:
+            raise ValueError(
+                f"transformer: expected an inpaint transformer with in_channels = 2 × out_channels + 1 "
+                f"(33 for CogVideoX-Fun), got in_channels {config.in_channels}, out_channels {config.out_channels}"
+            )
+        self.vae_scale_factor_spatial = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, base_dir, casper_weights=None, **kwargs) -> "CasperPipeline":
+        """Load from the release files; see `casper_core.loading.load_casper_pipeline` for the arguments."""
+        from .loading import load_casper_pipeline
+
+        return load_casper_pipeline(base_dir, casper_weights, **kwargs)
+
+    # --- device and dtype hooks (overridden or set by the memory modes) ---------------------------------------
+    @property
+    def execution_device(self) -> torch.device:
+        """Where inputs are placed: the device set by `set_execution_device`, else the transformer's."""
+        if self._execution_device_override is not None:
+            return self._execution_device_override
+        for param in self.transformer.parameters():
+            if param.device.type != "meta":
+                return param.device
+        return torch.device("cpu")
+
+    @execution_device.setter
+    def execution_device(self, device) -> None:
+        self.set_execution_device(device)
+
+    def set_execution_device(self, device) -> None:
+        """Compute on `device` (needed when the weights sit on the CPU between uses)."""
+        self._execution_device_override = None if device is None else torch.device(device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of latents and embeddings (the text encoder's, as in the reference; `compute_dtype` overrides)."""
+        if self.compute_dtype is not None:
+            return self.compute_dtype
+        return next(self.text_encoder.parameters()).dtype
+
+    def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return tensor.to(device=self.execution_device, dtype=dtype or tensor.dtype)
+
+    def _release(self) -> None:
+        # Offload modes move every component back to the CPU between runs.
+        if self.memory_plan is not None and hasattr(self.memory_plan, "release"):
+            self.memory_plan.release()
+
+    # --- the call ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        video: torch.Tensor,
+        jobs,
+        *,
+        prompt: str = "empty scene",
+        negative_prompt: str = "",
+        guidance_scale: float = 1.0,
+        steps: int = 50,
+        seed: int = 0,
+        window_frames: int = 85,
+        overlap_frames: int = 16,
+        batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        noise_augmentation: str | Callable[[torch.Tensor], torch.Tensor] = "seeded",
+        noise_aug_strength: float = NOISE_AUG_STRENGTH,
+        generator: torch.Generator | None = None,
+    ) -> CasperResult:
+        """Remove what each trimask job marks for removal.
+
+        Args:
+            video: ``[T,H,W,3]`` float in 0..1, any T ≥ 1. H and W must be multiples of 16 unless `height` and
+                `width` are given.
+            jobs: `TrimaskJobs`, or a trimask tensor ``[J,T,H,W]`` / ``[T,H,W]`` (1 remove, 0.5 neutral, 0 keep;
+                snapped at 0.25 / 0.75) at the video's length and size.
+            prompt: text prompt (the release uses "empty scene").
+            negative_prompt: used only with `guidance_scale` > 1 (classifier-free guidance).
+            guidance_scale: 1 = no guidance (as released); > 1 runs the negative prompt too.
+            steps: DDIM steps.
+            seed: seed of the initial noise and of the input-noise augmentation. Every job gets a fresh
+                generator with this seed, so a job's output does not depend on the other jobs or the batch size.
+            window_frames: temporal window in frames (85 as released); shorter clips are padded to it.
+            overlap_frames: window overlap in frames (16 as released: 4 latent frames).
+            batch_size: jobs per transformer batch; None runs all jobs in one batch.
+            progress: ``progress(step, total)`` after every denoising step (total = steps × batches); it may raise
+                to interrupt (the run stops after the current step and the exception propagates).
+            height, width: working resolution (multiples of 16); the video and trimasks are area-resized to it
+                and the outputs resized back to the input size. None = the input size.
+            noise_augmentation: ``"seeded"`` — Gaussian noise × `noise_aug_strength` on the video before encoding,
+                drawn from the job generator; ``"none"``; or a callable ``f(pixels [1,3,T,H,W] in −1..1) -> noise``
+                of the same shape (e.g. the reference's global-RNG draw). Applied only when the transformer config
+                has ``add_noise_in_inpaint_model`` (the release does); pixels at exactly −1 get none, as in the
+                reference.
+            noise_aug_strength: the augmentation's standard deviation (in −1..1 units).
+            generator: a generator shared by all jobs instead of a fresh one per job (the reference's behaviour:
+                then a job's noise depends on the jobs before it, and batching changes the result).
+
+        Returns:
+            `CasperResult`: ``names`` and ``videos [J,T,H,W,3]`` float32 0..1 on the CPU.
+        """
+        # 1. Check inputs
+        names, trimasks = self.check_inputs(
+            video, jobs, guidance_scale, steps, window_frames, overlap_frames, batch_size, height, width,
+            noise_augmentation,
+        )
+        frames, in_height, in_width = video.shape[:3]
+        work_height, work_width = height or in_height, width or in_width
+        device, dtype = self.execution_device, self.dtype
+        do_cfg = guidance_scale > 1.0
+        num_jobs = len(names)
+        batch_size = num_jobs if batch_size is None else min(batch_size, num_jobs)
+        patch_t = self.transformer.config.patch_size_t
+
+        try:
+            # 2. Pixels in −1..1 and trimasks at the working size, padded to 4k+1 frames (k odd)
+            pixels = video.detach().float().permute(3, 0, 1, 2)  # [3,T,H,W]
+            masks = trimasks.detach().float()  # [J,T,H,W]
+            if (work_height, work_width) != (in_height, in_width):
+                pixels = F.interpolate(pixels, size=(work_height, work_width), mode="area")
+                masks = F.interpolate(masks, size=(work_height, work_width), mode="area")
+            masks = quantize_trimask(masks)
+            masks = torch.where(masks == 0.5, torch.tensor(NEUTRAL_VALUE), masks)
+            total_frames = padded_length(frames, window_frames)
+            pixels = pad_frames(pixels, total_frames, dim=1)[None] * 2.0 - 1.0  # [1,3,Tp,H,W]
+            masks = pad_frames(masks, total_frames, dim=1)[:, None]  # [J,1,Tp,H,W]
+
+            # 3. Encode input prompt
+            prompt_embeds = self.encode_prompt(prompt)
+            negative_embeds = self.encode_prompt(negative_prompt) if do_cfg else None
+
+            # 4. Prepare timesteps
+            self.scheduler.set_timesteps(steps, device=device)
+            timesteps = self.scheduler.timesteps
+
+            # 5. Noise: one fresh CPU generator per job, all seeded alike, so every job draws the same values
+            num_latents = latent_frames(total_frames)
+            latent_shape = (
+                1, num_latents, self.transformer.config.out_channels,
+                work_height // self.vae_scale_factor_spatial, work_width // self.vae_scale_factor_spatial,
+            )
+            job_generator = generator if generator is not None else torch.Generator("cpu").manual_seed(seed)
+            # Drawn in (b, f, c, h, w) order, as the reference's randn_tensor.
+            noise = [torch.randn(latent_shape, generator=job_generator, dtype=dtype)]
+            augmentation = self._augmentation_noise(pixels, noise_augmentation, noise_aug_strength, job_generator)
+            if generator is not None:  # shared generator: each further job draws its own noise after the first
+                noise += [torch.randn(latent_shape, generator=generator, dtype=dtype) for _ in range(num_jobs - 1)]
+
+            # 6. Encode the (unmasked) video with the input-noise augmentation
+            video_latents = self.encode_video(pixels, augmentation)  # [1,F,16,h,w]
+
+            # 7. Mask latents: 1 − trimask on the latent grid × scaling factor
+            mask_latents = self.mask_latents(masks, video_latents.shape[1], video_latents.shape[-2:])  # [J,F,1,h,w]
+
+            window = window_latent_frames(window_frames, patch_t)
+            overlap = overlap_frames // 4
+            windows = plan_windows(num_latents, window, overlap, multiple=patch_t)
+            rotary = {}
+            num_batches = -(-num_jobs // batch_size)
+            total_steps = steps * num_batches
+            outputs = []
+            for batch_index in range(num_batches):
+                job_slice = slice(batch_index * batch_size, min((batch_index + 1) * batch_size, num_jobs))
+                count = job_slice.stop - job_slice.start
+                if generator is None:
+                    latents = noise[0].expand(count, *latent_shape[1:])
+                else:
+                    latents = torch.cat(noise[job_slice])
+                latents = self._to_device(latents) * self.scheduler.init_noise_sigma
+                inpaint_latents = torch.cat(
+                    [mask_latents[job_slice], video_latents.expand(count, -1, -1, -1, -1)], dim=2
+                ).to(dtype)
+                # 8. Denoising loop with temporal multidiffusion
+                for i, t in enumerate(timesteps):
+                    latents = self._denoise_step(
+                        latents, inpaint_latents, t, prompt_embeds, negative_embeds, guidance_scale,
+                        windows, overlap, (work_height, work_width), rotary,
+                    )
+                    if progress is not None:
+                        progress(batch_index * steps + i + 1, total_steps)
+                # 9. Decode, crop to the input length, resize to the input size
+                for j in range(count):
+                    decoded = self.decode(latents[j : j + 1])[0, :, :frames]  # [3,T,h,w] in 0..1
+                    if (work_height, work_width) != (in_height, in_width):
+                        decoded = F.interpolate(
+                            decoded, size=(in_height, in_width), mode="bicubic", align_corners=False, antialias=True
+                        ).clamp(0, 1)
+                    outputs.append(decoded.permute(1, 2, 3, 0).float().cpu())
+        finally:
+            self._release()
+        return CasperResult(names=names, videos=torch.stack(outputs))
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+    def check_inputs(
+        self, video, jobs, guidance_scale, steps, window_frames, overlap_frames, batch_size, height, width,
+        noise_augmentation,
+    ) -> tuple[list[str], torch.Tensor]:
+        """Validate every argument before any heavy work; returns the job names and trimasks ``[J,T,H,W]``."""
+        if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[-1] != 3:
+            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            raise ValueError(f"video: expected a [T,H,W,3] tensor in 0..1, got {shape}")
+        if not video.is_floating_point():
+            raise ValueError(f"video: expected float values in 0..1, got dtype {video.dtype}")
+        frames, in_height, in_width = video.shape[:3]
+        if frames < 1:
+            raise ValueError("video: has no frames")
+        if isinstance(jobs, TrimaskJobs):
+            names, trimasks = jobs.names, jobs.trimasks
+        elif isinstance(jobs, torch.Tensor):
+            trimasks = jobs[None] if jobs.ndim == 3 else jobs
+            if trimasks.ndim != 4:
+                raise ValueError(f"jobs: expected a trimask tensor [J,T,H,W] or [T,H,W], got {tuple(jobs.shape)}")
+            names = [f"job_{i}" for i in range(trimasks.shape[0])]
+        else:
+            raise TypeError(f"jobs: expected TrimaskJobs or a trimask tensor, got {type(jobs).__name__}")
+        if trimasks.shape[0] == 0:
+            raise ValueError("jobs: no trimask jobs")
+        if trimasks.shape[1] != frames:
+            raise ValueError(f"jobs: trimasks have {trimasks.shape[1]} frames, but the video has {frames}")
+        if tuple(trimasks.shape[2:]) != (in_height, in_width):
+            raise ValueError(
+                f"jobs: trimask size {tuple(trimasks.shape[2:])} (H,W) differs from the video's {(in_height, in_width)}"
+            )
+        if (height is None) != (width is None):
+            raise ValueError(f"height, width: give both or neither, got height={height}, width={width}")
+        work = (height, width) if height is not None else (in_height, in_width)
+        for name, value in zip(("height", "width"), work):
+            if value <= 0 or value % SIZE_MULTIPLE:
+                where = "" if height is not None else " of the video (pass height=/width= to resize, or pad it)"
+                raise ValueError(f"{name}: expected a positive multiple of {SIZE_MULTIPLE}{where}, got {value}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps: expected an integer ≥ 1, got {steps!r}")
+        if guidance_scale < 1.0:
+            raise ValueError(f"guidance_scale: expected ≥ 1 (1 = no guidance), got {guidance_scale}")
+        patch_t = self.transformer.config.patch_size_t
+        window = window_latent_frames(window_frames, patch_t)
+        if not isinstance(overlap_frames, int) or overlap_frames < 0 or overlap_frames // 4 >= window:
+            raise ValueError(
+                f"overlap_frames: expected 0 ≤ overlap_frames // 4 < {window} (the window's latent frames), "
+                f"got {overlap_frames!r}"
+            )
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size: expected None or an integer ≥ 1, got {batch_size!r}")
+        if not callable(noise_augmentation) and noise_augmentation not in ("seeded", "none"):
+            raise ValueError(f"noise_augmentation: expected 'seeded', 'none' or a callable, got {noise_augmentation!r}")
+        return list(names), trimasks
+
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """T5 embeddings ``[1,226,D]`` of `prompt` (padded to 226 tokens, eos appended, no attention mask)."""
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
+        ids = self.tokenizer(
+            [prompt], padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
+            add_special_tokens=True, return_tensors="pt",
+        ).input_ids
+        embeds = self.text_encoder(self._to_device(ids))[0]
+        return embeds.to(device=self.execution_device, dtype=self.dtype)
+
+    def _augmentation_noise(self, pixels, mode, strength, generator) -> torch.Tensor | None:
+        if not getattr(self.transformer.config, "add_noise_in_inpaint_model", False) or mode == "none":
+            return None
+        if callable(mode):
+            noise = mode(pixels)
+            if tuple(noise.shape) != tuple(pixels.shape):
+                raise ValueError(f"noise_augmentation: returned {tuple(noise.shape)}, expected {tuple(pixels.shape)}")
+            return noise
+        return torch.randn(pixels.shape, generator=generator, dtype=torch.float32) * strength
+
+    def encode_video(self, pixels: torch.Tensor, augmentation: torch.Tensor | None) -> torch.Tensor:
+        """VAE latents ``[1,F,C,h,w]`` (encoder mean × scaling factor) of pixels ``[1,3,T,H,W]`` in −1..1."""
+        if augmentation is not None:
+            # As the reference: no noise where the pixel is exactly −1 (its masked-out value).
+            pixels = pixels + torch.where(pixels == -1, torch.zeros_like(augmentation), augmentation)
+        pixels = self._to_device(pixels, self.vae.dtype)
+        latents = self.vae.encode(pixels)[0].mode() * self.vae.config.scaling_factor
+        return latents.permute(0, 2, 1, 3, 4).to(self.dtype)
+
+    def mask_latents(self, masks: torch.Tensor, num_latents: int, latent_size) -> torch.Tensor:
+        """Mask channel ``[J,F,1,h,w]``: ``1 − trimask`` (keep 1, neutral 128/255, remove 0) on the latent grid × scaling.
+
+        Frame 0 is resized on its own and frames 1.. together (trilinear, align_corners False), as the VAE treats
+        the first frame alone.
+        """
+        inverted = self._to_device(1.0 - masks, torch.float32)  # [J,1,Tp,H,W]
+        first = F.interpolate(inverted[:, :, :1], size=(1, *latent_size), mode="trilinear", align_corners=False)
+        parts = [first]
+        if num_latents > 1:
+            parts.append(
+                F.interpolate(
+                    inverted[:, :, 1:], size=(num_latents - 1, *latent_size), mode="trilinear", align_corners=False
+                )
+            )
+        resized = torch.cat(parts, dim=2) * self.vae.config.scaling_factor
+        return resized.permute(0, 2, 1, 3, 4).to(self.dtype)
+
+    def _rotary_embeddings(self, num_latents: int, size, cache: dict):
+        config = self.transformer.config
+        if not config.use_rotary_positional_embeddings:
+            return None
+        if num_latents not in cache:
+            from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+            p, p_t = config.patch_size, config.patch_size_t
+            cache[num_latents] = get_3d_rotary_pos_embed(
+                embed_dim=config.attention_head_dim,
+                crops_coords=None,
+                grid_size=(size[0] // (self.vae_scale_factor_spatial * p), size[1] // (self.vae_scale_factor_spatial * p)),
+                temporal_size=(num_latents + p_t - 1) // p_t,
+                grid_type="slice",
+                max_size=(config.sample_height // p, config.sample_width // p),
+                device=self.execution_device,
+            )
+        return cache[num_latents]
+
+    def _denoise_step(
+        self, latents, inpaint_latents, t, prompt_embeds, negative_embeds, guidance_scale, windows, overlap, size,
+        rotary,
+    ) -> torch.Tensor:
+        """One DDIM step over all windows; overlapping windows' stepped latents are blended with linear ramps."""
+        if len(windows) == 1:
+            begin, end = windows[0]
+            return self._step_window(
+                latents[:, begin:end], inpaint_latents[:, begin:end], t, prompt_embeds, negative_embeds,
+                guidance_scale, size, rotary,
+            )
+        num_latents = latents.shape[1]
+        canvas = torch.zeros_like(latents, dtype=torch.float32)
+        weight_sum = torch.zeros(1, num_latents, 1, 1, 1, device=latents.device, dtype=torch.float32)
+        for begin, end in windows:
+            stepped = self._step_window(
+                latents[:, begin:end], inpaint_latents[:, begin:end], t, prompt_embeds, negative_embeds,
+                guidance_scale, size, rotary,
+            )
+            # Weights in the latents' dtype (bf16-rounded ramps in bf16 runs, as in the reference).
+            weights = window_weights(begin, end, num_latents, overlap).to(latents.device, latents.dtype)
+            weights = weights.view(1, -1, 1, 1, 1)
+            canvas[:, begin:end] += stepped * weights
+            weight_sum[:, begin:end] += weights
+        return (canvas / weight_sum).to(latents.dtype)
+
+    def _step_window(
+        self, latents, inpaint_latents, t, prompt_embeds, negative_embeds, guidance_scale, size, rotary
+    ) -> torch.Tensor:
+        batch = latents.shape[0]
+        embeds = prompt_embeds.expand(batch, -1, -1)
+        model_input = torch.cat([latents, inpaint_latents], dim=2)
+        if negative_embeds is not None:
+            model_input = torch.cat([model_input, model_input])
+            embeds = torch.cat([negative_embeds.expand(batch, -1, -1), embeds])
+        model_input = self.scheduler.scale_model_input(model_input, t)
+        noise_pred = self.transformer(
+            hidden_states=model_input,
+            encoder_hidden_states=embeds,
+            timestep=t.expand(model_input.shape[0]),
+            image_rotary_emb=self._rotary_embeddings(latents.shape[1], size, rotary),
+            return_dict=False,
+        )[0].float()
+        if negative_embeds is not None:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + guidance_scale * (cond - uncond)
+        stepped = self.scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)[0]
+        return stepped.to(latents.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Video ``[B,3,4(F−1)+1,H,W]`` in 0..1 (float32) from latents ``[B,F,C,h,w]``, in the reference's chunks."""
+        z = latents.permute(0, 2, 1, 3, 4).to(self.vae.dtype) / self.vae.config.scaling_factor
+        frames = decode_latents(self.vae, z)
+        return (frames.float() / 2 + 0.5).clamp(0, 1)

@@ -1,0 +1,197 @@
+"""Trimask jobs: what Casper is asked to remove, keep, or treat as background in each run.
+
+A trimask is one value per pixel and frame: 1.0 *remove*, 0.5 *neutral* (background, free to change), 0.0 *keep*
+(the public reference's internal convention). A video with N objects gives:
+
+- ``background``: every object → remove, everything else → neutral (the clean plate);
+- for N > 1, ``solo_i``: object i → keep, every other object → remove, the rest → neutral; where the dilated keep
+  and remove masks overlap, remove wins. (With one object its solo video is the input itself, so no job is made.)
+
+Object masks are area-resized (when a size is given), binarised (a pixel counts when its value is ≥ 240/255) and
+dilated with a square footprint, as the reference does for per-object masks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+REMOVE = 1.0
+NEUTRAL = 0.5
+KEEP = 0.0
+# A resized mask pixel counts as object when it is at least this full (the reference keeps values ≥ 240 of 255).
+MASK_THRESHOLD = 240.0 / 255.0
+# Trimask *files* (videos) use the opposite convention: white keep, mid-grey neutral, black remove; these are the
+# reference's quantisation thresholds on 0..255 values (> 192 keep, 64..192 neutral, < 64 remove).
+FILE_KEEP_ABOVE = 192.0 / 255.0
+FILE_REMOVE_BELOW = 64.0 / 255.0
+
+
+@dataclass
+class TrimaskJobs:
+    """Named trimask jobs for one video.
+
+    Attributes:
+        names: one name per job (``"background"``, ``"solo_0"``, …).
+        trimasks: ``[J,T,H,W]`` float32 in {0, 0.5, 1} (1 remove, 0.5 neutral, 0 keep).
+    """
+
+    names: list[str]
+    trimasks: torch.Tensor
+
+    def __post_init__(self):
+        self.names = list(self.names)
+        if not isinstance(self.trimasks, torch.Tensor) or self.trimasks.ndim != 4:
+            shape = tuple(self.trimasks.shape) if isinstance(self.trimasks, torch.Tensor) else type(self.trimasks)
+            raise ValueError(f"trimasks: expected a [J,T,H,W] tensor, got {shape}")
+        if len(self.names) != self.trimasks.shape[0]:
+            raise ValueError(f"names: expected {self.trimasks.shape[0]} names (one per job), got {len(self.names)}")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names: must be unique, got {self.names}")
+        if self.trimasks.shape[0] == 0:
+            raise ValueError("trimasks: no jobs (J = 0)")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def select(self, names) -> "TrimaskJobs":
+        """The jobs named in `names`, in that order."""
+        index = [self.names.index(name) for name in names]
+        return TrimaskJobs([self.names[i] for i in index], self.trimasks[index])
+
+    @classmethod
+    def from_trimask_video(
+        cls,
+        trimask_video: torch.Tensor,
+        *,
+        convention: str = "file",
+        names=None,
+        size: tuple[int, int] | None = None,
+    ) -> "TrimaskJobs":
+        """Jobs from ready-made trimask videos.
+
+        Args:
+            trimask_video: ``[T,H,W]``, ``[T,H,W,C]`` (channel 0 is used), or ``[J,T,H,W]`` for several jobs;
+                float in 0..1 (uint8 0..255 is accepted too).
+            convention: ``"file"`` — as trimask video files are drawn: white (≥ 192/255) keep, grey (64..192)/255
+                neutral, black (< 64/255) remove; or ``"internal"`` — 1 remove, 0.5 neutral, 0 keep
+                (values > 0.75 remove, 0.25..0.75 neutral, < 0.25 keep).
+            names: job names; default ``["background"]`` for one job, ``["job_0", …]`` for several.
+            size: ``(height, width)`` to area-resize to before quantising; None keeps the size.
+
+        Returns:
+            `TrimaskJobs` with values in {0, 0.5, 1}.
+        """
+        if convention not in ("file", "internal"):
+            raise ValueError(f"convention: expected 'file' or 'internal', got {convention!r}")
+        if not isinstance(trimask_video, torch.Tensor):
+            raise TypeError(f"trimask_video: expected a torch.Tensor, got {type(trimask_video).__name__}")
+        values = trimask_video
+        if values.dtype == torch.uint8:
+            values = values.float() / 255.0
+        values = values.float()
+        if values.ndim == 4 and values.shape[-1] in (1, 3, 4):  # [T,H,W,C]: a picture's widths are never 1..4 px
+            values = values[..., 0]
+        if values.ndim == 3:
+            values = values[None]
+        if values.ndim != 4:
+            raise ValueError(
+                f"trimask_video: expected [T,H,W], [T,H,W,C] or [J,T,H,W], got {tuple(trimask_video.shape)}"
+            )
+        if size is not None:
+            values = _area_resize(values, size)
+        if convention == "file":
+            trimasks = torch.full_like(values, NEUTRAL)
+            trimasks[values > FILE_KEEP_ABOVE] = KEEP
+            trimasks[values < FILE_REMOVE_BELOW] = REMOVE
+        else:
+            trimasks = quantize_trimask(values)
+        if names is None:
+            names = ["background"] if trimasks.shape[0] == 1 else [f"job_{i}" for i in range(trimasks.shape[0])]
+        return cls(list(names), trimasks)
+
+
+def quantize_trimask(trimask: torch.Tensor) -> torch.Tensor:
+    """Snap internal-convention values to {0, 0.5, 1}: > 0.75 remove, 0.25..0.75 neutral, < 0.25 keep."""
+    out = torch.full_like(trimask, NEUTRAL)
+    out[trimask > 0.75] = REMOVE
+    out[trimask < 0.25] = KEEP
+    return out
+
+
+def build_trimask_jobs(
+    video: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    dilate: int = 11,
+    size: tuple[int, int] | None = None,
+) -> TrimaskJobs:
+    """Build the clean-background job and one solo job per object (for more than one object).
+
+    Args:
+        video: ``[T,H,W,3]`` float 0..1 (only its frame count and size are used, to check the masks).
+        masks: ``[N,T,H,W]`` object masks, float 0..1 (or bool); ``[T,H,W]`` is one object.
+        dilate: width in pixels of the square dilation footprint (at the output size); 0 disables.
+        size: ``(height, width)`` of the trimasks; the masks are area-resized to it. None keeps the video's size.
+
+    Returns:
+        `TrimaskJobs`: names ``["background", "solo_0", …]``, trimasks ``[J,T,h,w]`` in {0, 0.5, 1}.
+    """
+    if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[-1] != 3:
+        shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+        raise ValueError(f"video: expected a [T,H,W,3] tensor, got {shape}")
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"masks: expected a torch.Tensor [N,T,H,W], got {type(masks).__name__}")
+    if masks.ndim == 3:
+        masks = masks[None]
+    if masks.ndim != 4:
+        raise ValueError(f"masks: expected [N,T,H,W], got {tuple(masks.shape)}")
+    if masks.shape[0] == 0:
+        raise ValueError("masks: no object masks (N = 0); give at least one object to remove")
+    frames, height, width = video.shape[:3]
+    if masks.shape[1] != frames:
+        raise ValueError(f"masks: {masks.shape[1]} frames, but the video has {frames}")
+    if tuple(masks.shape[2:]) != (height, width):
+        raise ValueError(f"masks: size {tuple(masks.shape[2:])} (H,W), but the video is {(height, width)}")
+    if not isinstance(dilate, int) or dilate < 0:
+        raise ValueError(f"dilate: expected a width in pixels ≥ 0, got {dilate!r}")
+
+    masks = masks.float()
+    if size is not None:
+        masks = _area_resize(masks, size)
+    objects = dilate_masks(masks >= MASK_THRESHOLD, dilate)  # [N,T,h,w] bool
+
+    any_object = objects.any(dim=0)
+    background = torch.where(any_object, REMOVE, NEUTRAL)
+    names, trimasks = ["background"], [background]
+    if objects.shape[0] > 1:
+        for i in range(objects.shape[0]):
+            others = torch.cat([objects[:i], objects[i + 1 :]]).any(dim=0)
+            solo = torch.full_like(background, NEUTRAL)
+            solo[objects[i]] = KEEP
+            solo[others] = REMOVE  # written last: remove wins over keep where dilated masks overlap
+            names.append(f"solo_{i}")
+            trimasks.append(solo)
+    return TrimaskJobs(names, torch.stack(trimasks).float())
+
+
+def dilate_masks(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """Dilate boolean masks ``[..., H, W]`` with a ``width × width`` square (anchored like OpenCV's default)."""
+    if width <= 1:
+        return masks.bool()
+    shape = masks.shape
+    flat = masks.reshape(-1, 1, *shape[-2:]).float()
+    before, after = width // 2, width - 1 - width // 2
+    padded = F.pad(flat, (before, after, before, after), value=0.0)
+    return (F.max_pool2d(padded, kernel_size=width, stride=1) > 0.5).reshape(shape)
+
+
+def _area_resize(values: torch.Tensor, size) -> torch.Tensor:
+    """Area-resize ``[..., H, W]`` to ``size = (h, w)``."""
+    if len(tuple(size)) != 2 or min(size) <= 0:
+        raise ValueError(f"size: expected (height, width) > 0, got {size!r}")
+    shape = values.shape
+    flat = values.reshape(-1, 1, *shape[-2:])
+    resized = F.interpolate(flat, size=tuple(int(s) for s in size), mode="area")
+    return resized.reshape(*shape[:-2], *resized.shape[-2:])
