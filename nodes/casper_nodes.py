@@ -1,0 +1,191 @@
+"""Casper nodes: load the model, build trimask jobs, remove objects with their effects.
+
+Heavy libraries (diffusers, transformers) are imported only when Load Casper Model runs; Build Trimasks needs only
+torch, so it works in a ComfyUI without diffusers.
+"""
+from __future__ import annotations
+
+from . import comfy_integration as comfy
+from .tensors import image_to_video, object_masks as to_object_masks, split_objects, video_to_image
+
+CATEGORY = "Generative Omnimatte/Casper"
+MEMORY_MODES = ("gpu", "model_cpu_offload", "fp8_storage", "fp8_model_cpu_offload", "group_offload",
+                "sequential_offload")
+ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
+NO_BASE_MODEL = "(no base model found: see README 'Model files')"
+NO_CASPER_WEIGHTS = "(no Casper weights in models/casper)"
+
+
+def _memory_modes() -> tuple[str, ...]:
+    try:  # the core's own list when it is importable (torch only); ours as the fallback
+        from ..casper_core.memory import MEMORY_MODES as modes
+        return tuple(modes)
+    except Exception:  # noqa: BLE001
+        return MEMORY_MODES
+
+
+class GenOmnimatteLoadCasperModel:
+    DESCRIPTION = ("Load Casper (CogVideoX-Fun-V1.5-5b-InP fine-tuned to remove objects together with their shadows, "
+                   "reflections and dust) from ComfyUI's models folder. Nothing is downloaded.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("CASPER_MODEL",)
+    RETURN_NAMES = ("casper_model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        comfy.register_model_folders()
+        bases = comfy.list_base_models() or [NO_BASE_MODEL]
+        weights = comfy.list_casper_weights() or [NO_CASPER_WEIGHTS]
+        return {"required": {
+            "base_model": (bases, {"tooltip": "The CogVideoX-Fun-V1.5-5b-InP diffusers folder (transformer/, vae/, "
+                                              "text_encoder/, tokenizer/, scheduler/) under models/CogVideoX_Fun/, "
+                                              "models/CogVideo/ or models/diffusers/."}),
+            "casper_weights": (weights, {"tooltip": "The Casper transformer (.safetensors state dict, or a diffusers "
+                                                    "transformer folder) under models/casper/."}),
+            "dtype": (["bf16", "fp32"], {"default": "bf16", "tooltip": "Weight precision. bf16 halves memory; fp16 "
+                                                                        "is not offered (CogVideoX 1.5 overflows)."}),
+            "memory_mode": (list(_memory_modes()), {"default": "model_cpu_offload",
+                                                    "tooltip": "Where weights live: gpu (fastest, ~24 GB), "
+                                                               "model_cpu_offload (16-24 GB GPUs), fp8 modes, "
+                                                               "group/sequential offload (smallest GPUs, slowest)."}),
+            "attention_backend": (list(ATTENTION_BACKENDS), {"default": "auto",
+                                                             "tooltip": "Scaled-dot-product attention kernel; auto "
+                                                                        "picks cuDNN on Hopper, else PyTorch's choice."}),
+            "vae_tiling": ("BOOLEAN", {"default": True, "tooltip": "Encode/decode the VAE in tiles (lower peak memory, "
+                                                                   "same result up to tile seams)."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, base_model, casper_weights, **_):
+        if base_model == NO_BASE_MODEL:
+            return ("No base model found. Put the CogVideoX-Fun-V1.5-5b-InP diffusers folder into "
+                    "ComfyUI/models/CogVideoX_Fun/ and refresh.")
+        if casper_weights == NO_CASPER_WEIGHTS:
+            return "No Casper weights found. Put the Casper transformer .safetensors into ComfyUI/models/casper/."
+        return True
+
+    def load(self, base_model, casper_weights, dtype, memory_mode, attention_backend, vae_tiling):
+        # 1. Cheap checks first: folders and file layout, before any weight is read
+        base_dir = comfy.resolve_base_model(base_model)
+        weights = comfy.resolve_casper_weights(casper_weights)
+        comfy.require("diffusers", node="Load Casper Model")
+        comfy.require("transformers", node="Load Casper Model")
+        from ..casper_core import loading
+        loading.check_base_dir(base_dir)
+        loading.check_casper_weights(weights)
+        # 2. Load (the loader refuses weights made for another architecture, naming the mismatch)
+        comfy.free_memory()
+        pipeline = loading.load_casper_pipeline(base_dir, weights, dtype=dtype, memory_mode=memory_mode,
+                                                device=comfy.torch_device(), attention_backend=attention_backend,
+                                                vae_tiling=vae_tiling)
+        return (pipeline,)
+
+
+class GenOmnimatteBuildTrimasks:
+    DESCRIPTION = ("Turn object masks into Casper's trimask jobs: one clean-background job (remove every object) and "
+                   "one solo job per object (keep it, remove the others). Also returns every trimask as a picture "
+                   "(white remove, grey neutral, black keep).")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("TRIMASK_JOBS", "IMAGE", "STRING")
+    RETURN_NAMES = ("trimask_jobs", "trimask_preview", "job_names")
+    OUTPUT_TOOLTIPS = ("The jobs for Casper Remove.", "Every trimask, job after job (jobs × frames).",
+                       "The job names, comma separated.")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "video": ("IMAGE", {"tooltip": "The input video (frames as an IMAGE batch)."}),
+            "object_masks": ("MASK", {"tooltip": "Object masks, 1 = object: one object's MASK [frames,H,W], or several "
+                                                 "objects one after another (Combine Object Masks, Masks from Label "
+                                                 "Map)."}),
+            "dilate": ("INT", {"default": 11, "min": 0, "max": 101, "step": 1,
+                               "tooltip": "Grow the masks by this many pixels (square footprint) so edges and "
+                                          "motion blur are covered. The paper uses 11."}),
+            "jobs": (["background + solos", "background only"], {
+                "default": "background + solos",
+                "tooltip": "'background only' just removes the objects (with their effects); 'background + solos' "
+                           "also makes one video per object, needed to fit layers."}),
+        }}
+
+    def build(self, video, object_masks, dilate, jobs):
+        from ..casper_core.trimask import build_trimask_jobs
+        frames, height, width = video.shape[:3]
+        masks = to_object_masks(object_masks, frames, (height, width), "object_masks")[:, :, 0]
+        trimask_jobs = build_trimask_jobs(video[..., :3].float(), masks, dilate=int(dilate))
+        if jobs == "background only":
+            trimask_jobs = trimask_jobs.select(["background"])
+        preview = trimask_jobs.trimasks.flatten(0, 1).unsqueeze(-1).expand(-1, -1, -1, 3).contiguous().cpu()
+        return (trimask_jobs, preview, ", ".join(trimask_jobs.names))
+
+
+class GenOmnimatteCasperRemove:
+    DESCRIPTION = ("Run Casper on every trimask job: the clean background (every object removed with its shadow, "
+                   "reflection, dust) and, per object, a video with only that object. Any frame count and size: "
+                   "the video is padded/cropped to Casper's grid and back.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("clean_background", "solo_videos")
+    OUTPUT_TOOLTIPS = ("The video with every object removed.",
+                       "One video per object (objects one after another, frames × objects); with one object, the "
+                       "input video itself.")
+    FUNCTION = "remove"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "casper_model": ("CASPER_MODEL", {"tooltip": "From Load Casper Model."}),
+            "video": ("IMAGE", {"tooltip": "The input video (the same one the trimasks were built from)."}),
+            "trimask_jobs": ("TRIMASK_JOBS", {"tooltip": "From Build Trimasks."}),
+            "prompt": ("STRING", {"default": "empty scene", "multiline": False,
+                                  "tooltip": "What the result should show; the paper uses 'empty scene'."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 500,
+                              "tooltip": "DDIM denoising steps (paper: 50)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Noise seed; same inputs and seed give the same result (paper: 0)."}),
+            "window_frames": ("INT", {"default": 85, "min": 5, "max": 197, "step": 4,
+                                      "tooltip": "Frames per temporal window (4k+1). Longer videos are processed in "
+                                                 "overlapping windows and blended."}),
+            "overlap_frames": ("INT", {"default": 16, "min": 0, "max": 96, "step": 4,
+                                       "tooltip": "Frames shared by neighbouring windows."}),
+        }, "optional": {
+            "negative_prompt": ("STRING", {"default": "", "multiline": False,
+                                           "tooltip": "Used only when guidance_scale > 1."}),
+            "guidance_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.5,
+                                         "tooltip": "Classifier-free guidance; 1 = none (the paper's setting)."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, window_frames=85, overlap_frames=16, **_):
+        if isinstance(window_frames, int) and isinstance(overlap_frames, int) and overlap_frames >= window_frames:
+            return f"overlap_frames ({overlap_frames}) must be smaller than window_frames ({window_frames})"
+        return True
+
+    def remove(self, casper_model, video, trimask_jobs, prompt, steps, seed, window_frames, overlap_frames,
+               negative_prompt="", guidance_scale=1.0):
+        frames, height, width = video.shape[:3]
+        if tuple(trimask_jobs.trimasks.shape[1:]) != (frames, height, width):
+            raise ValueError(f"trimask_jobs are {tuple(trimask_jobs.trimasks.shape[1:])} (frames, H, W) but the video "
+                             f"is {(frames, height, width)}; build the trimasks from this video")
+        progress = comfy.Progress(steps * len(trimask_jobs))
+        result = casper_model(video[..., :3].float(), trimask_jobs, prompt=prompt, negative_prompt=negative_prompt,
+                              guidance_scale=guidance_scale, steps=steps, seed=seed, window_frames=window_frames,
+                              overlap_frames=overlap_frames, progress=progress)
+        comfy.free_memory()
+        videos = {name: result.videos[i] for i, name in enumerate(result.names)}
+        background = videos.get("background", video[..., :3])
+        solo_names = sorted((n for n in result.names if n.startswith("solo_")), key=lambda n: int(n.split("_")[1]))
+        # One object makes no solo job: its solo video is the input itself.
+        solos = [videos[n] for n in solo_names] or [video[..., :3]]
+        import torch
+        return (background.float().cpu(), torch.cat([s.float().cpu() for s in solos]))
+
+
+def solo_stack(solo_videos, frames: int):
+    """Object-major IMAGE ``[N·T,H,W,3]`` → ``[N,T,3,H,W]``."""
+    return split_objects(image_to_video(solo_videos, "solo_videos"), frames, "solo_videos")
+
+
+__all__ = ["GenOmnimatteLoadCasperModel", "GenOmnimatteBuildTrimasks", "GenOmnimatteCasperRemove", "solo_stack",
+           "video_to_image"]

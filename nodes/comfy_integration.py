@@ -1,0 +1,260 @@
+"""Every point where the pack touches ComfyUI, each with a fallback for running without it.
+
+Progress bar (with preview images), interrupt check, torch device, memory release between stages, model folders and
+the output folder. Nothing here is imported from ComfyUI at module level, so the pack (and its tests) import with or
+without ComfyUI installed; inside ComfyUI every helper uses ComfyUI's own machinery.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+from pathlib import Path
+
+import torch
+
+# Where ComfyUI users already keep CogVideoX(-Fun) base models, and our own folder for the Casper transformer.
+# The names match casper_core.model_files (tested), which holds the path logic shared with the command line.
+BASE_MODEL_FOLDER_NAMES = ("CogVideoX_Fun", "CogVideo", "diffusers")
+CASPER_FOLDER_NAME = "casper"
+CASPER_WEIGHT_EXTENSIONS = {".safetensors"}
+
+
+def _comfy(module: str):
+    """ComfyUI's module ``module`` (e.g. ``comfy.utils``) or None when ComfyUI is not importable."""
+    try:
+        return importlib.import_module(module)
+    except Exception:  # noqa: BLE001 — any failure means "not inside a working ComfyUI"
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Interrupt, device, memory
+
+
+class Interrupted(RuntimeError):
+    """Raised by :func:`check_interrupt` outside ComfyUI when :func:`request_interrupt` was called (tests)."""
+
+
+_local_interrupt = False
+
+
+def request_interrupt(flag: bool = True) -> None:
+    """Outside ComfyUI: make the next :func:`check_interrupt` raise (inside ComfyUI the Cancel button does this)."""
+    global _local_interrupt
+    _local_interrupt = flag
+
+
+def check_interrupt() -> None:
+    """Raise if the user cancelled the run. Called once per sampling step / fitting iteration / exported frame.
+
+    Inside ComfyUI this raises ComfyUI's own ``InterruptProcessingException``, which the executor treats as a clean
+    cancel rather than an error.
+    """
+    mm = _comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "throw_exception_if_processing_interrupted"):
+        mm.throw_exception_if_processing_interrupted()
+        return
+    if mm is not None and getattr(mm, "processing_interrupted", lambda: False)():
+        raise Interrupted("processing interrupted")
+    global _local_interrupt
+    if _local_interrupt:
+        _local_interrupt = False
+        raise Interrupted("processing interrupted")
+
+
+def torch_device() -> torch.device:
+    """The device ComfyUI computes on (respects ``--cpu`` and friends); outside ComfyUI CUDA when available."""
+    mm = _comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "get_torch_device"):
+        return torch.device(mm.get_torch_device())
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def free_memory() -> None:
+    """Release cached accelerator memory between stages (Casper → fit → full-res fit)."""
+    gc.collect()
+    mm = _comfy("comfy.model_management")
+    if mm is not None and hasattr(mm, "soft_empty_cache"):
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Progress
+
+
+class Progress:
+    """A progress reporter shaped like the cores' callbacks: ``progress(step, total, preview=None)``.
+
+    Inside ComfyUI it drives ``comfy.utils.ProgressBar`` (the bar on the node and in the queue) and sends ``preview``
+    (an ``[H,W,3]`` float image in 0..1) as the node's live preview; everywhere it checks for an interrupt first, so a
+    cancelled run stops within one step. ``calls`` counts reports (used by tests).
+    """
+
+    def __init__(self, total: int):
+        self.total = max(int(total), 1)
+        self.calls = 0
+        self.last_preview = None
+        utils = _comfy("comfy.utils")
+        self._bar = utils.ProgressBar(self.total) if utils is not None and hasattr(utils, "ProgressBar") else None
+
+    def __call__(self, step: int, total: int | None = None, preview: torch.Tensor | None = None) -> None:
+        check_interrupt()
+        self.calls += 1
+        if total is not None and int(total) != self.total:
+            self.total = max(int(total), 1)
+        image = _preview_for_comfy(preview) if preview is not None else None
+        if preview is not None:
+            self.last_preview = preview
+        if self._bar is not None:
+            self._bar.update_absolute(int(step), self.total, image)
+
+    def simple(self, done: int, total: int) -> None:
+        """Two-argument form (export callbacks)."""
+        self(done, total)
+
+
+def _preview_for_comfy(preview: torch.Tensor):
+    """``[H,W,3]`` float 0..1 → the ``("JPEG", PIL.Image, max_size)`` tuple ComfyUI's preview sender expects."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    array = (preview.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype("uint8")
+    return ("JPEG", Image.fromarray(array), 512)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Folders
+
+
+def _folder_paths():
+    return _comfy("folder_paths")
+
+
+def models_dir() -> Path:
+    """ComfyUI's ``models/`` folder; outside ComfyUI ``$COMFYUI_MODELS_DIR`` or ``./models``."""
+    fp = _folder_paths()
+    if fp is not None and hasattr(fp, "models_dir"):
+        return Path(fp.models_dir)
+    return Path(os.environ.get("COMFYUI_MODELS_DIR", "models"))
+
+
+def register_model_folders() -> None:
+    """Register our model folders with ComfyUI (idempotent), so ``extra_model_paths.yaml`` entries work too.
+
+    ``casper`` holds the Casper transformer; ``CogVideoX_Fun``/``CogVideo``/``diffusers`` may already be registered by
+    other packs (or ComfyUI itself for ``diffusers``) — then we only add the default path if it is missing.
+    """
+    fp = _folder_paths()
+    if fp is None or not hasattr(fp, "folder_names_and_paths"):
+        return
+    root = Path(fp.models_dir)
+    for name in (*BASE_MODEL_FOLDER_NAMES, CASPER_FOLDER_NAME):
+        default = str(root / name)
+        extensions = CASPER_WEIGHT_EXTENSIONS if name == CASPER_FOLDER_NAME else set()
+        entry = fp.folder_names_and_paths.get(name)
+        if entry is None:
+            fp.folder_names_and_paths[name] = ([default], set(extensions))
+        elif default not in entry[0]:
+            entry[0].append(default)
+
+
+def folder_roots(name: str) -> list[Path]:
+    """Every folder registered under ``name`` (e.g. ``"casper"``), existing or not."""
+    fp = _folder_paths()
+    if fp is not None and hasattr(fp, "get_folder_paths"):
+        try:
+            return [Path(p) for p in fp.get_folder_paths(name)]
+        except Exception:  # noqa: BLE001 — not registered
+            pass
+    return [models_dir() / name]
+
+
+def list_base_models() -> list[str]:
+    """Base model folders as ``<folder name>/<model name>`` for the dropdown (inpaint CogVideoX folders first)."""
+    found = []
+    for folder_name in BASE_MODEL_FOLDER_NAMES:
+        for root in folder_roots(folder_name):
+            if not root.is_dir():
+                continue
+            for child in sorted(root.iterdir()):
+                if child.is_dir() and (child / "transformer").is_dir():
+                    found.append(f"{folder_name}/{child.name}")
+    return sorted(set(found), key=found.index)
+
+
+def resolve_base_model(choice: str) -> Path:
+    """The folder of a ``<folder name>/<model name>`` dropdown choice (``FileNotFoundError`` if absent)."""
+    folder_name, _, model = str(choice).partition("/")
+    if folder_name not in BASE_MODEL_FOLDER_NAMES or not model or "/" in model or model in (".", ".."):
+        raise ValueError(f"base_model must be '<{'|'.join(BASE_MODEL_FOLDER_NAMES)}>/<model folder>', got {choice!r}")
+    for root in folder_roots(folder_name):
+        if (root / model).is_dir():
+            return root / model
+    where = ", ".join(str(r) for r in folder_roots(folder_name))
+    raise FileNotFoundError(f"base_model {choice!r}: no folder {model!r} under {where}; put the "
+                            "CogVideoX-Fun-V1.5-5b-InP diffusers folder there (see the README, 'Model files')")
+
+
+def list_casper_weights() -> list[str]:
+    """Casper weights under ``models/casper/``: ``.safetensors`` files and diffusers transformer folders."""
+    found = []
+    for root in folder_roots(CASPER_FOLDER_NAME):
+        if not root.is_dir():
+            continue
+        for child in sorted(root.iterdir()):
+            if child.is_file() and child.suffix.lower() in CASPER_WEIGHT_EXTENSIONS:
+                found.append(child.name)
+            elif child.is_dir() and ((child / "config.json").is_file()
+                                     or (child / "transformer" / "config.json").is_file()):
+                found.append(child.name)
+    return sorted(set(found))
+
+
+def resolve_casper_weights(choice: str) -> Path:
+    name = str(choice)
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"casper_weights must be a file or folder name inside models/casper/, got {choice!r}")
+    for root in folder_roots(CASPER_FOLDER_NAME):
+        if (root / name).exists():
+            return root / name
+    where = ", ".join(str(r) for r in folder_roots(CASPER_FOLDER_NAME))
+    raise FileNotFoundError(f"casper_weights {choice!r} is not in {where}; put the Casper transformer "
+                            ".safetensors there (see the README, 'Model files')")
+
+
+def output_dir() -> Path:
+    """ComfyUI's output folder; outside ComfyUI ``$COMFYUI_OUTPUT_DIR`` or ``./output``."""
+    fp = _folder_paths()
+    if fp is not None and hasattr(fp, "get_output_directory"):
+        return Path(fp.get_output_directory())
+    return Path(os.environ.get("COMFYUI_OUTPUT_DIR", "output"))
+
+
+def temp_dir() -> Path:
+    fp = _folder_paths()
+    if fp is not None and hasattr(fp, "get_temp_directory"):
+        return Path(fp.get_temp_directory())
+    return Path(os.environ.get("COMFYUI_TEMP_DIR", "temp"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Optional dependencies
+
+
+class MissingDependency(ImportError):
+    """An optional library a node needs is not installed; the message says what to install."""
+
+
+def require(module: str, pip_name: str | None = None, node: str = "this node"):
+    """Import ``module`` when a node first runs; a missing one disables only that node, with an install hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        package = pip_name or module.split(".")[0]
+        raise MissingDependency(
+            f"{node} needs the Python package '{package}' ({error}). Install it into ComfyUI's Python environment: "
+            f"python -m pip install {package}") from error
