@@ -63,6 +63,8 @@ def parse_args(argv=None):
     parser.add_argument("--modes", default=None, help=f"comma list from {','.join(MEMORY_MODES)} or 'none'")
     parser.add_argument("--variants", default=None,
                         help=f"comma list from {','.join(VARIANTS)},fp8_eager or 'none'")
+    parser.add_argument("--flow", choices=("pipeline", "components"), default="pipeline",
+                        help="memory modes through the real CasperPipeline (default) or a bare component chain")
     parser.add_argument("--no-vae-tiling", action="store_true", help="VAE without spatial tiling / batch slicing")
     parser.add_argument("--out", required=True, help="JSON file to write (must not exist)")
     args = parser.parse_args(argv)
@@ -300,6 +302,114 @@ def run_window(parts: dict, inputs: dict, steps: int, device: torch.device, dtyp
     return phases
 
 
+class PhaseTimer:
+    """Wall time spent inside hooked modules (device-synchronised), summed per phase name.
+
+    Hooks are registered before the memory mode's, so a component's upload counts in its phase.
+    """
+
+    def __init__(self, device: torch.device, modules: dict[str, torch.nn.Module]):
+        self.timer = Timer(device)
+        self.seconds = dict.fromkeys(modules, 0.0)
+        self._start: dict[str, float] = {}
+        self._handles = []
+        for name, module in modules.items():
+            self._handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(module.register_forward_hook(self._post(name)))
+
+    def _pre(self, name):
+        def hook(_module, _args):
+            self._start[name] = self.timer.now()
+        return hook
+
+    def _post(self, name):
+        def hook(_module, _args, _output):
+            self.seconds[name] += self.timer.now() - self._start.pop(name)
+        return hook
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+
+
+def run_pipeline(pipeline, phases: PhaseTimer, args, steps: int, device: torch.device) -> dict:
+    """One `CasperPipeline` call (one object → the background job) timed end to end, per phase and per step."""
+    from casper_core import build_trimask_jobs
+
+    generator = torch.Generator().manual_seed(0)
+    video = torch.rand(args.frames, args.height, args.width, 3, generator=generator)  # [T,H,W,3] in 0..1
+    masks = torch.zeros(1, args.frames, args.height, args.width)
+    masks[0, :, args.height // 4: args.height // 2, args.width // 4: args.width // 2] = 1
+    jobs = build_trimask_jobs(video, masks)
+    timer = Timer(device)
+    marks = []
+    phases.reset()
+    start = timer.now()
+    result = pipeline(video, jobs, steps=steps, seed=0, progress=lambda step, total: marks.append(timer.now()))
+    total = timer.now() - start
+    step_s = [b - a for a, b in zip(marks, marks[1:])]  # the first step (uploads, first-call work) apart
+    return {
+        "total_s": total,
+        "t5_s": phases.seconds["text_encoder"],
+        "vae_encode_s": phases.seconds["vae_encoder"],
+        "vae_decode_s": phases.seconds["vae_decoder"],
+        "steps_s": marks[-1] - marks[0] + (step_s[0] if step_s else 0.0) if marks else 0.0,
+        "step_s": step_s or [total],
+        "first_step_s": marks[0] - start - phases.seconds["text_encoder"] - phases.seconds["vae_encoder"]
+        if marks else None,
+        "jobs": list(result.names),
+        "finite": bool(torch.isfinite(result.videos).all()),
+    }
+
+
+def bench_mode_pipeline(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict:
+    """`bench_mode` through the real `CasperPipeline` (padding, trimask latents, windows, chunked decode)."""
+    from casper_core import CasperPipeline
+
+    device = args.device
+    free_memory(device)
+    t0 = time.perf_counter()
+    parts = build_components(device, dtype, args.tiny, tokenizer_dir)
+    build_s = time.perf_counter() - t0
+    if not args.no_vae_tiling:
+        parts["vae"].enable_tiling()
+        parts["vae"].enable_slicing()
+    attention = set_attention_backend(parts["transformer"], "auto", device)
+    phases = PhaseTimer(device, {"text_encoder": parts["text_encoder"], "vae_encoder": parts["vae"].encoder,
+                                 "vae_decoder": parts["vae"].decoder})
+    t0 = time.perf_counter()
+    plan = apply_memory_mode(
+        {name: parts[name] for name in ("text_encoder", "vae", "transformer")}, mode, device, dtype
+    )
+    setup_s = time.perf_counter() - t0
+    pipeline = CasperPipeline(**parts)
+    pipeline.memory_plan = plan
+    pipeline.set_execution_device(plan.execution_device)
+    steps = min(args.steps, args.offload_steps) if mode in ("group_offload", "sequential_offload") else args.steps
+    steps = max(steps, 2)
+    run_pipeline(pipeline, phases, args, 1, device)  # warm-up: kernels chosen, pinned buffers touched
+    reset_peak(device)
+    result = run_pipeline(pipeline, phases, args, steps, device)
+    result["peak_gib"] = peak_gib(device)
+    step_times = result.pop("step_s")
+    median = statistics.median(step_times)
+    fixed = result["total_s"] - result["steps_s"]
+    result.update(
+        flow="pipeline",
+        mode=mode,
+        attention=attention,
+        steps=steps,
+        step_median_s=median,
+        steps50_s=50 * median,
+        end_to_end50_s=fixed + result["steps_s"] * 50 / steps,
+        build_s=build_s,
+        setup_s=setup_s,
+        transformer_params=parameter_count(parts["transformer"]),
+    )
+    del parts, plan, pipeline
+    free_memory(device)
+    return result
+
+
 def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict:
     device = args.device
     free_memory(device)
@@ -327,6 +437,7 @@ def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict
     median = statistics.median(steps)
     fixed = result["t5_s"] + result["vae_encode_s"] + result["vae_decode_s"]
     result.update(
+        flow="components",
         mode=mode,
         attention=attention,
         steps=len(steps),
@@ -456,7 +567,8 @@ def print_tables(report: dict) -> None:
     print(f"device: {report['device_name']}  torch {report['torch']}  diffusers {report['diffusers']}  "
           f"{report['frames']} frames {report['height']}x{report['width']}, bf16")
     if report["modes"]:
-        print("\nmemory modes (one window: T5 → VAE encode → steps → VAE decode)")
+        flow = report["modes"][0].get("flow", "")
+        print(f"\nmemory modes ({flow}: T5 → VAE encode → steps → VAE decode; e2e@50 = total with 50 steps)")
         header = (f"{'mode':<22}{'s/step':>8}{'50 steps s':>11}{'T5 s':>7}{'enc s':>7}{'dec s':>7}"
                   f"{'e2e@50 s':>10}{'peak GiB':>10}{'steps run':>10}")
         print(header)
@@ -505,7 +617,8 @@ def main(argv=None) -> dict:
         write_word_tokenizer(tokenizer_dir)  # T5 vocabulary is irrelevant to speed; no download possible
         for mode in args.modes:
             try:
-                report["modes"].append(bench_mode(mode, args, tokenizer_dir, dtype))
+                run = bench_mode_pipeline if args.flow == "pipeline" else bench_mode
+                report["modes"].append(run(mode, args, tokenizer_dir, dtype))
             except Exception as error:
                 report["modes"].append({"mode": mode, "error": f"{type(error).__name__}: {error}"[:400]})
             print(json.dumps(report["modes"][-1]), flush=True)
