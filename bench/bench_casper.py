@@ -51,11 +51,13 @@ GiB = 1024**3
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny widths/depths, 5 frames at 32x48, 2 steps (CPU check)")
-    parser.add_argument("--quick", action="store_true", help="8 steps per mode, 5 per variant; 50-step figures extrapolated")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny widths/depths, 5 frames at 32x48, 2 steps (CPU check)")
+    parser.add_argument("--quick", action="store_true",
+                        help="8 steps per mode, 5 per variant; 50-step figures extrapolated")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per memory mode (default 50; quick 8)")
     parser.add_argument("--offload-steps", type=int, default=10,
-                        help="cap on timed steps for group/sequential offload (slow per step; 50-step figures extrapolated)")
+                        help="cap on timed steps for group/sequential offload (50-step figures extrapolated)")
     parser.add_argument("--variant-steps", type=int, default=None, help="timed steps per speed variant (default 10)")
     parser.add_argument("--frames", type=int, default=None, help="video frames (4k+1 with k odd; default 85)")
     parser.add_argument("--height", type=int, default=None)
@@ -488,8 +490,8 @@ def bench_variant(variant: str, parts: dict, inputs: dict, args, dtype: torch.dt
     hidden = torch.cat([inputs["noise"], inputs["mask"], inputs["noise"]], dim=2)
 
     def step():
-        return transformer(hidden_states=hidden, encoder_hidden_states=prompt, timestep=torch.tensor([999], device=device),
-                           image_rotary_emb=rope, return_dict=False)[0]
+        return transformer(hidden_states=hidden, encoder_hidden_states=prompt,
+                           timestep=torch.tensor([999], device=device), image_rotary_emb=rope, return_dict=False)[0]
 
     timer = Timer(device)
     reset_peak(device)

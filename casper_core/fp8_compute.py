@@ -40,7 +40,8 @@ class Fp8RowwiseLinear(torch.nn.Module):
         super().__init__()
         if linear.in_features % 16 or linear.out_features % 16:
             raise ValueError(
-                f"Fp8RowwiseLinear needs in/out features divisible by 16, got {linear.in_features}x{linear.out_features}"
+                "Fp8RowwiseLinear needs in/out features divisible by 16, "
+                f"got {linear.in_features}x{linear.out_features}"
             )
         self.in_features = linear.in_features
         self.out_features = linear.out_features

@@ -72,7 +72,9 @@ def apply_memory_mode(
     execution_device: torch.device | str,
     compute_dtype: torch.dtype,
 ) -> MemoryPlan:
-    """Place `components` (``text_encoder``, ``vae``, ``transformer``; CPU, already in `compute_dtype`) for `memory_mode`.
+    """Place `components` for `memory_mode`.
+
+    `components` holds ``text_encoder``, ``vae`` and ``transformer``, on the CPU and already in `compute_dtype`.
 
     Modules are changed in place (moved, hooked, cast). Call once per set of modules.
     """

@@ -5,7 +5,7 @@ the real loading code (`casper_core.loading`):
 
 - the base model, a diffusers folder shaped like *CogVideoX-Fun-V1.5-5b-InP*::
 
-      <base>/transformer/config.json                      CogVideoX 1.5 keys + add_noise_in_inpaint_model, in_channels 33
+      <base>/transformer/config.json            CogVideoX 1.5 keys + add_noise_in_inpaint_model, in_channels 33
       <base>/transformer/diffusion_pytorch_model.safetensors
       <base>/vae/config.json, diffusion_pytorch_model.safetensors
       <base>/text_encoder/config.json, model.safetensors  (T5EncoderModel)
