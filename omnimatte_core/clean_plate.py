@@ -1,0 +1,314 @@
+"""Weight-free clean plate and solo videos for locked-off shots: no generative model, CPU-friendly.
+
+With a static camera every background pixel is seen whenever no object stands on it, so the background is the
+temporal median of each pixel over the frames where it lies outside every (dilated) object mask. Pixels covered in
+every frame were never seen: they are reported (``never_uncovered``) and filled by OpenCV's Telea inpainting, with a
+:class:`CleanPlateWarning` saying how much was filled.
+
+A moving camera breaks the premise (the median would blend different places), so the global translation between
+frames is measured first (phase correlation on the background outside the masks) and a clip that pans or shakes by
+more than ``max_camera_motion`` pixels raises :class:`CameraMotionError`. Only translation is measured; a zoom or
+a roll is not detected. Use Casper (generative removal) for such clips, or ``allow_camera_motion=True`` to build a
+(blurred) plate anyway.
+
+Solo videos for the omnimatte fit (one per object: the object with its effects, every other object removed) are the
+input with the other objects' dilated masks replaced by the plate. Effects of another object that reach beyond its
+dilated mask stay in the solo, and effects of object ``i`` that fall inside another object's dilated mask are lost;
+Casper handles both.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MASK_THRESHOLD = 0.5
+_MOTION_MAX_SIDE = 512  # frames are measured at most this large: phase correlation stays sub-pixel and fast
+_MEDIAN_ELEMENTS = 1 << 25  # frames x channels x pixels per median chunk (bounds memory on long HD clips)
+
+
+class CameraMotionError(ValueError):
+    """The clip's camera moves, so a static clean plate would be wrong. ``.motion_px`` holds the measured shift."""
+
+    def __init__(self, message: str, motion_px: float):
+        super().__init__(message)
+        self.motion_px = motion_px
+
+
+class CleanPlateWarning(UserWarning):
+    """Part of the clean plate was never seen and had to be inpainted."""
+
+
+@dataclass
+class CleanPlate:
+    """A static clean background estimated from a locked-off clip.
+
+    - ``plate [3,H,W]`` float 0..1: the background.
+    - ``background [T,3,H,W]``: the plate for every frame (a broadcast view of ``plate``; ``.clone()`` to write).
+    - ``never_uncovered [1,H,W]`` bool: pixels no frame showed; inpainted in ``plate``.
+    - ``visible_frames [1,H,W]`` int64: how many frames showed each pixel (confidence of the median).
+    - ``filled_fraction``: share of pixels (0..1) that were inpainted.
+    - ``camera_motion_px``: the largest global shift measured between a frame and the first one, in pixels.
+    """
+
+    plate: torch.Tensor
+    background: torch.Tensor
+    never_uncovered: torch.Tensor
+    visible_frames: torch.Tensor
+    filled_fraction: float
+    camera_motion_px: float
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _check_video(video, name: str = "video") -> torch.Tensor:
+    if not isinstance(video, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [T,3,H,W], got {type(video).__name__}")
+    if video.ndim != 4 or video.shape[1] != 3 or video.shape[0] < 1:
+        raise ValueError(f"{name} must be [T,3,H,W] (RGB frames, 0..1), got {list(video.shape)}")
+    if not video.is_floating_point():
+        raise ValueError(f"{name} must be floating point in 0..1, got dtype {video.dtype}")
+    if not bool(torch.isfinite(video).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return video
+
+
+def _check_masks(masks, video: torch.Tensor, name: str = "masks") -> torch.Tensor:
+    """``[N,T,1,H,W]`` or ``[N,T,H,W]`` matching ``video [T,3,H,W]`` → bool ``[N,T,1,H,W]``."""
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [N,T,1,H,W], got {type(masks).__name__}")
+    if masks.ndim == 4:
+        masks = masks.unsqueeze(2)
+    t, _, h, w = video.shape
+    if masks.ndim != 5 or masks.shape[2] != 1 or masks.shape[0] < 1:
+        raise ValueError(f"{name} must be [N,T,1,H,W] or [N,T,H,W] (one mask per object), got {list(masks.shape)}")
+    if masks.shape[1] != t:
+        raise ValueError(f"{name} has {masks.shape[1]} frames but the video has {t}; expected one mask per frame")
+    if tuple(masks.shape[3:]) != (h, w):
+        raise ValueError(f"{name} are {masks.shape[3]}x{masks.shape[4]} (HxW) but the video is {h}x{w}; "
+                         "resize the masks to the video size")
+    return (masks.to(video.device) > MASK_THRESHOLD)
+
+
+def _check_width(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a width in pixels >= 0, got {value!r}")
+    return value
+
+
+def dilate_masks(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """Dilate boolean masks ``[..., H, W]`` with a ``width x width`` square (the trimask's footprint). Returns bool."""
+    if width <= 1:
+        return masks.bool()
+    shape = masks.shape
+    flat = masks.reshape(-1, 1, *shape[-2:]).float()
+    before, after = width // 2, width - 1 - width // 2
+    padded = F.pad(flat, (before, after, before, after), value=0.0)
+    return (F.max_pool2d(padded, kernel_size=width, stride=1) > 0.5).reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Camera motion
+
+
+def phase_correlation(reference: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+    """Global translation ``[B,2]`` (dx, dy in pixels) that maps ``reference [B,H,W]`` onto ``moved [B,H,W]``
+    (``moved(x) ~ reference(x - d)``), sub-pixel by a parabola through the correlation peak.
+
+    Written on ``torch.fft`` (batched, any device) because OpenCV 5's ``phaseCorrelate`` reports a 0.5 px shift
+    between identical images, which would flag every tripod shot."""
+    b, h, w = reference.shape
+    window = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64, device=reference.device),
+                         torch.hann_window(w, periodic=False, dtype=torch.float64, device=reference.device))
+
+    def spectrum(x):
+        x = x.double()
+        return torch.fft.rfft2((x - x.mean(dim=(1, 2), keepdim=True)) * window)
+
+    cross = spectrum(moved) * spectrum(reference).conj()
+    surface = torch.fft.irfft2(cross / cross.abs().clamp_min(1e-12), s=(h, w))  # [B,H,W]
+    peak = surface.reshape(b, -1).argmax(dim=1)
+    py, px = peak // w, peak % w
+    rows = torch.arange(b, device=reference.device)
+
+    def refine(centre, size, before, at, after):
+        # parabola through three samples; its vertex is the sub-pixel peak
+        denominator = before - 2 * at + after
+        offset = torch.where(denominator.abs() > 1e-12, 0.5 * (before - after) / denominator, torch.zeros_like(at))
+        position = centre.double() + offset.clamp(-0.5, 0.5)
+        return torch.where(position > size / 2, position - size, position)  # wrap to signed shifts
+
+    at = surface[rows, py, px]
+    dx = refine(px, w, surface[rows, py, (px - 1) % w], at, surface[rows, py, (px + 1) % w])
+    dy = refine(py, h, surface[rows, (py - 1) % h, px], at, surface[rows, (py + 1) % h, px])
+    return torch.stack([dx, dy], dim=1).float()
+
+
+def measure_camera_motion(video: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Global translation ``[T,2]`` (dx, dy in pixels of ``video``) of each frame relative to the first.
+
+    ``video [T,3,H,W]``; ``masks`` (bool ``[N,T,1,H,W]`` or ``[T,1,H,W]``, optional) mark moving objects, which are
+    replaced by the frame's mean grey in both frames of a pair so they cannot vote for their own motion. Phase
+    correlation (:func:`phase_correlation`) on grey frames scaled to at most 512 px.
+    """
+    t, _, h, w = video.shape
+    scale = min(1.0, _MOTION_MAX_SIDE / max(h, w))
+    size = (max(8, round(h * scale)), max(8, round(w * scale)))
+    grey = video.detach().float().mean(dim=1, keepdim=True)
+    grey = F.interpolate(grey, size=size, mode="area") if size != (h, w) else grey
+    if masks is not None:
+        covered = masks.reshape(-1, t, 1, h, w).any(dim=0).float()
+        covered = F.interpolate(covered, size=size, mode="area") > 0 if size != (h, w) else covered > 0
+    else:
+        covered = torch.zeros(t, 1, *size, dtype=torch.bool, device=grey.device)
+    grey, covered = grey[:, 0], covered[:, 0]
+    hide = covered[:1] | covered  # [T,h,w]: hidden in the reference or in the frame
+    visible = (~hide).float()
+    count = visible.sum(dim=(1, 2), keepdim=True).clamp_min(1)
+
+    def filled(frames):
+        mean = (frames * visible).sum(dim=(1, 2), keepdim=True) / count
+        return torch.where(hide, mean, frames)
+
+    shifts = phase_correlation(filled(grey[:1].expand(t, -1, -1)), filled(grey))
+    shifts[hide.flatten(1).all(dim=1)] = 0  # no shared background: no measurement
+    return shifts * torch.tensor([w / size[1], h / size[0]], device=shifts.device)  # back to full-res pixels
+
+
+def _check_camera(video, covered, allow_camera_motion: bool, max_camera_motion: float) -> float:
+    if video.shape[0] < 2:
+        return 0.0
+    shifts = measure_camera_motion(video, covered)
+    magnitude = shifts.norm(dim=1)
+    frame = int(magnitude.argmax())
+    motion = float(magnitude[frame])
+    if motion > max_camera_motion and not allow_camera_motion:
+        dx, dy = shifts[frame].tolist()
+        raise CameraMotionError(
+            f"video: the camera moves (pans or shakes) by {motion:.1f} px (frame {frame} is shifted by "
+            f"dx={dx:+.1f}, dy={dy:+.1f} px from frame 0); the clean plate needs a locked-off shot. Use Casper "
+            f"(generative removal) for moving-camera clips, or pass allow_camera_motion=True to build a blurred "
+            f"plate anyway (tolerance max_camera_motion={max_camera_motion} px).", motion)
+    return motion
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Plate
+
+
+def _masked_temporal_median(video: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Per pixel the median over frames where ``visible [T,1,H,W]``; NaN where no frame is visible. ``[3,H,W]``."""
+    t, c, h, w = video.shape
+    plate = torch.empty(c, h, w, dtype=torch.float32, device=video.device)
+    rows = max(1, _MEDIAN_ELEMENTS // max(1, t * c * w))
+    for top in range(0, h, rows):
+        band = slice(top, min(h, top + rows))
+        values = torch.where(visible[:, :, band], video[:, :, band].float(),
+                             torch.tensor(float("nan"), device=video.device))
+        plate[:, band] = values.nanmedian(dim=0).values
+    return plate
+
+
+def _inpaint(plate: torch.Tensor, hole: torch.Tensor, radius: int) -> torch.Tensor:
+    """Fill ``hole [H,W]`` (bool) of ``plate [3,H,W]`` by Telea inpainting, channel by channel in float."""
+    image = torch.nan_to_num(plate, nan=0.0).cpu().numpy().astype(np.float32)
+    hole_u8 = hole.cpu().numpy().astype(np.uint8)
+    filled = np.stack([cv2.inpaint(np.ascontiguousarray(channel), hole_u8, radius, cv2.INPAINT_TELEA)
+                       for channel in image])
+    return torch.from_numpy(filled).to(plate.device).clamp(0, 1)
+
+
+def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: int = 11, inpaint_radius: int = 5,
+                         allow_camera_motion: bool = False, max_camera_motion: float = 1.0) -> CleanPlate:
+    """A clean background plate from a locked-off clip and its object masks (see the module doc).
+
+    Args:
+        video: ``[T,3,H,W]`` frames, 0..1.
+        masks: ``[N,T,1,H,W]`` or ``[N,T,H,W]`` object masks (above 0.5 counts), same T, H, W as ``video``.
+        dilate: width in pixels of the square dilation of the masks before they are excluded (catches mask edges,
+            soft shadows right at the object); 11 as for the trimask.
+        inpaint_radius: neighbourhood radius in pixels of OpenCV's Telea inpainting for never-seen pixels.
+        allow_camera_motion: build the plate even when the camera moves (the result is then blurred).
+        max_camera_motion: global shift in pixels up to which the camera counts as locked off (tripod jitter).
+
+    Returns a :class:`CleanPlate`. Raises :class:`CameraMotionError` (a ``ValueError``) for a moving camera and
+    ``ValueError`` naming the argument for bad inputs. Warns with :class:`CleanPlateWarning` when pixels had to be
+    inpainted, giving the share.
+    """
+    # 1. Check inputs (cheap first)
+    video = _check_video(video)
+    masks = _check_masks(masks, video)
+    dilate = _check_width(dilate, "dilate")
+    inpaint_radius = _check_width(inpaint_radius, "inpaint_radius")
+    if isinstance(max_camera_motion, bool) or not isinstance(max_camera_motion, (int, float)) \
+            or not max_camera_motion >= 0:
+        raise ValueError(f"max_camera_motion must be a shift in pixels >= 0, got {max_camera_motion!r}")
+
+    # 2. Refuse a moving camera before the expensive median
+    covered = dilate_masks(masks.any(dim=0), dilate)  # [T,1,H,W]
+    motion = _check_camera(video, covered, allow_camera_motion, float(max_camera_motion))
+
+    # 3. Median of the uncovered samples, then fill what no frame showed
+    visible = ~covered
+    plate = _masked_temporal_median(video, visible)
+    visible_frames = visible.sum(dim=0)  # [1,H,W]
+    never = visible_frames == 0
+    filled_fraction = float(never.float().mean())
+    if filled_fraction > 0:
+        if filled_fraction == 1.0:
+            raise ValueError("masks: every pixel is covered by a (dilated) object mask in every frame, so no "
+                             "background is ever visible; use smaller masks or a smaller dilate")
+        inpainted = _inpaint(plate, never[0], max(1, inpaint_radius))
+        plate = torch.where(never, inpainted, plate)
+        warnings.warn(f"clean plate: {100 * filled_fraction:.2f} % of the pixels were covered in every frame and "
+                      "were filled by inpainting (see CleanPlate.never_uncovered); they may look smeared. Use Casper "
+                      "(generative removal) for a plausible fill.", CleanPlateWarning, stacklevel=2)
+    plate = plate.clamp(0, 1).to(video.dtype)
+    t = video.shape[0]
+    return CleanPlate(plate=plate, background=plate.unsqueeze(0).expand(t, -1, -1, -1), never_uncovered=never,
+                      visible_frames=visible_frames.long(), filled_fraction=filled_fraction,
+                      camera_motion_px=motion)
+
+
+def solo_videos(video: torch.Tensor, masks: torch.Tensor, plate: torch.Tensor | CleanPlate, *,
+                dilate: int = 21) -> torch.Tensor:
+    """One solo video per object: the input with every *other* object (dilated by ``dilate`` px) replaced by the plate.
+
+    Args:
+        video: ``[T,3,H,W]`` frames, 0..1.
+        masks: ``[N,T,1,H,W]`` or ``[N,T,H,W]`` object masks.
+        plate: a :class:`CleanPlate`, a plate ``[3,H,W]`` or a background video ``[T,3,H,W]``.
+        dilate: square dilation in pixels of the other objects' masks; larger than the plate's dilation so that
+            their soft edges and contact shadows go too. Object ``i``'s own (undilated) mask is never replaced.
+
+    Returns ``[N,T,3,H,W]``; for one object that is the input itself (as a copy).
+    """
+    video = _check_video(video)
+    masks = _check_masks(masks, video)
+    dilate = _check_width(dilate, "dilate")
+    if isinstance(plate, CleanPlate):
+        plate = plate.plate
+    if not isinstance(plate, torch.Tensor):
+        raise TypeError(f"plate must be a CleanPlate or a tensor [3,H,W]/[T,3,H,W], got {type(plate).__name__}")
+    t, _, h, w = video.shape
+    if plate.ndim == 3:
+        plate = plate.unsqueeze(0)
+    if plate.ndim != 4 or plate.shape[0] not in (1, t) or tuple(plate.shape[1:]) != (3, h, w):
+        raise ValueError(f"plate must be [3,H,W] or [T,3,H,W] = {[t, 3, h, w]} to match the video, "
+                         f"got {list(plate.shape)}")
+    plate = plate.to(video)
+    grown = dilate_masks(masks, dilate)  # [N,T,1,H,W]
+    total = grown.sum(dim=0)  # how many objects' dilated masks cover each pixel
+    solos = []
+    for i in range(masks.shape[0]):
+        others = (total - grown[i].long()) > 0
+        replace = others & ~masks[i]
+        solos.append(torch.where(replace, plate, video))
+    return torch.stack(solos)
