@@ -1,0 +1,414 @@
+"""The main command: decompose a video into layers end to end, on the CPU, with no model weights.
+
+    python -m omnimatte_core.demo                     # a built-in synthetic scene, scored against its ground truth
+    python -m omnimatte_core.demo --video clip.mp4 --masks person.mp4 dog/   # your own video and masks
+    python -m omnimatte_core.demo --video clip.mp4 --label-map labels.mp4
+    python -m omnimatte_core.demo --video clip.mp4 --masks a.mp4 b.mp4 \\
+        --casper-base models/CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP --casper-weights models/casper/casper.safetensors
+
+Stages: removal (the weight-free clean plate, or Casper when weights are given) → layer fit (base resolution, then
+the bootstrapped full-resolution fit when the input is larger than ``--base-long-side``) → per-frame order (depth, or
+the mask-position heuristic) → compositing → detail transfer → export (``omnimatte_core.export``). Each stage prints
+a progress bar and its time; on the synthetic scene the quality against ground truth is printed at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import compositing, export, metrics, ordering
+from .fit import fit_layers
+from .layers import Layers
+from .presets import PRESETS
+from .upsample import resize_video, upscale_and_refine
+
+DEMO_SCENE = dict(num_objects=2, frames=24, height=128, width=224, effects=("shadow", "reflection"))
+"""The built-in scene: two objects, one casting a shadow and one reflected in water, 24 frames of 128×224."""
+DEMO_PRESET = "preview"
+DEMO_STEPS = None
+"""None: the preset's own step count. The synthetic demo must finish in about 2 minutes on 2 CPU cores."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Progress output
+
+
+class Stages:
+    """Prints one line per stage with a text progress bar, and keeps the seconds each stage took."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stdout
+        self.width = width
+        self.seconds: dict[str, float] = {}
+        self._name = None
+        self._started = 0.0
+        self._last_drawn = -1
+
+    def start(self, name: str) -> None:
+        self._name, self._started, self._last_drawn = name, time.perf_counter(), -1
+        self.bar(0, 1)
+
+    def bar(self, done: int, total: int) -> None:
+        """Redraw the current stage's bar (only when the filled width changes, to keep logs short)."""
+        filled = int(self.width * done / max(total, 1))
+        if filled == self._last_drawn and done < total:
+            return
+        self._last_drawn = filled
+        elapsed = time.perf_counter() - self._started
+        text = f"\r  {self._name:<16} [{'#' * filled}{'.' * (self.width - filled)}] {done:>5}/{total:<5} {elapsed:6.1f}s"
+        self.stream.write(text)
+        self.stream.flush()
+
+    def fit_progress(self, step: int, total: int, preview=None) -> None:
+        self.bar(step, total)
+
+    def done(self) -> float:
+        seconds = time.perf_counter() - self._started
+        self.seconds[self._name] = seconds
+        self.bar(1, 1)
+        self.stream.write("\n")
+        self.stream.flush()
+        return seconds
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass
+class DemoInput:
+    """What the pipeline decomposes: ``video [T,3,H,W]``, ``masks [N,T,1,H,W]`` in 0..1, optional ``depth [T,1,H,W]``.
+
+    ``scene`` is the synthetic scene with its ground truth (None for a user's files)."""
+
+    video: torch.Tensor
+    masks: torch.Tensor
+    fps: float
+    names: list[str]
+    source: dict
+    depth: torch.Tensor | None = None
+    bright_is_near: bool = True
+    scene: object | None = None
+
+
+def _synthetic_input(seed: int) -> DemoInput:
+    from .synthetic import make_scene
+
+    scene = make_scene(seed=seed, **DEMO_SCENE)
+    names = [f"object{i}_{kind}" for i, kind in enumerate(scene.effect_types)]
+    # The scene's depth video stands in for a depth estimator's output; larger values are farther.
+    return DemoInput(video=scene.composite, masks=scene.masks, fps=scene.fps, names=names,
+                     source={"synthetic": {"seed": seed, **{k: list(v) if isinstance(v, tuple) else v
+                                                            for k, v in DEMO_SCENE.items()}}},
+                     depth=scene.depth, bright_is_near=False, scene=scene)
+
+
+def _file_input(args) -> DemoInput:
+    from .video_io import read_label_map, read_masks, read_video
+
+    video, fps = read_video(args.video, max_frames=args.max_frames)
+    t, _, h, w = video.shape
+    if args.label_map:
+        masks, values = read_label_map(args.label_map, num_frames=t, size=(h, w))
+        names = [f"label_{v}" for v in values]
+    else:
+        masks = read_masks(args.masks, num_frames=t, size=(h, w))
+        names = [Path(p).stem or f"object_{i}" for i, p in enumerate(args.masks)]
+    depth = None
+    if args.depth:
+        depth_video, _ = read_video(args.depth, max_frames=args.max_frames)
+        if depth_video.shape[0] != t:
+            raise ValueError(f"--depth has {depth_video.shape[0]} frames but --video has {t}; expected the same count")
+        depth = depth_video.mean(1, keepdim=True)
+    return DemoInput(video=video, masks=masks, fps=fps, names=names, depth=depth,
+                     bright_is_near=not args.depth_is_far,
+                     source={"video": str(args.video), "masks": [str(p) for p in args.masks or []],
+                             "label_map": str(args.label_map) if args.label_map else None,
+                             "depth": str(args.depth) if args.depth else None})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Removal: clean plate or Casper
+
+
+def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages):
+    from . import clean_plate
+
+    plate = clean_plate.estimate_clean_plate(video, masks)
+    solos = clean_plate.solo_videos(video, masks, plate.background)
+    return plate.background, solos, {"method": "clean_plate"}
+
+
+def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
+    # Imported only when asked: the weight-free path must not need diffusers' heavy import.
+    from casper_core import CasperPipeline, build_trimask_jobs
+
+    pipe = CasperPipeline.from_pretrained(args.casper_base, args.casper_weights, memory_mode=args.memory_mode)
+    jobs = build_trimask_jobs(video.permute(0, 2, 3, 1), masks[:, :, 0])
+    result = pipe(video.permute(0, 2, 3, 1), jobs, prompt=args.prompt, steps=args.casper_steps, seed=args.seed,
+                  progress=lambda step, total, *rest: stages.bar(step, total))
+    videos = result.videos.permute(0, 1, 4, 2, 3).float().clamp(0, 1)  # [J,T,3,H,W]
+    background = videos[result.names.index("background")]
+    # With one object there is no solo job: the input itself is that object's solo video.
+    solos = torch.stack([videos[result.names.index(f"solo_{i}")] if f"solo_{i}" in result.names else video
+                         for i in range(masks.shape[0])])
+    return background, solos, {"method": "casper", "base": str(args.casper_base),
+                               "weights": str(args.casper_weights), "steps": args.casper_steps}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def _base_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    h, w = size
+    scale = min(1.0, long_side / max(h, w))
+    return max(8, round(h * scale)), max(8, round(w * scale))
+
+
+def run(args, stream=None) -> dict:
+    """Run the whole decomposition as the command line describes; returns a summary dict (also written as JSON)."""
+    out = stream or sys.stdout
+    stages = Stages(out)
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    # 1. Input
+    stages.start("input")
+    data = _file_input(args) if args.video else _synthetic_input(args.seed)
+    stages.done()
+    t, _, h, w = data.video.shape
+    n = data.masks.shape[0]
+    out.write(f"  {n} objects, {t} frames of {h}×{w} at {data.fps:g} fps\n")
+
+    # 2. Removal: clean background + one solo video per object
+    stages.start("casper" if args.casper_base else "clean plate")
+    if args.casper_base:
+        background, solos, removal = _casper_removal(data.video, data.masks, args, stages)
+    else:
+        background, solos, removal = _clean_plate_removal(data.video, data.masks, stages)
+    stages.done()
+
+    # 3. Layer fit: base resolution, then full resolution when the input is larger
+    base_size = _base_size((h, w), args.base_long_side)
+    full_res = base_size != (h, w)
+    stages.start("fit")
+    if full_res:
+        solos_base = resize_video(solos, base_size, "area")
+        background_base = resize_video(background, base_size, "area")
+        masks_base = (resize_video(data.masks, base_size, "area") > 0.5).float()
+    else:
+        solos_base, background_base, masks_base = solos, background, data.masks
+    fitted = fit_layers(solos_base, background_base, masks_base, preset=args.preset, steps=args.steps,
+                        seed=args.seed, device=args.device, progress=stages.fit_progress)
+    stages.done()
+    if full_res:
+        stages.start("fit full-res")
+        fitted, _ = upscale_and_refine(fitted, solos_base, background_base, data.video, data.masks,
+                                       solos_upscaled=solos,
+                                       background_upscaled=background, preset=args.preset,
+                                       steps=args.full_res_steps, seed=args.seed, device=args.device,
+                                       progress=stages.fit_progress)
+        stages.done()
+
+    # 4. Per-frame order
+    stages.start("order")
+    order = ordering.order_layers(data.masks, data.depth, manual=args.order, bright_is_near=data.bright_is_near)
+    stages.done()
+
+    # 5. Compositing and detail transfer
+    stages.start("composite")
+    layers = Layers(rgb=fitted.rgb, alpha=fitted.alpha, background=background, order=order, names=data.names,
+                    masks=data.masks, fps=data.fps)
+    recon_fit = compositing.reconstruct(layers)
+    stages.done()
+    stages.start("detail transfer")
+    transferred = compositing.detail_transfer(layers, data.video, threshold=args.detail_threshold)
+    final = transferred.layers
+    recon_final = compositing.reconstruct(final)
+    stages.done()
+
+    # 6. Export
+    settings = {"preset": args.preset, "steps": fitted.steps, "seed": args.seed, "base_size": list(base_size),
+                "full_res": full_res,
+                "detail_threshold": args.detail_threshold, "removal": removal,
+                "order": "manual" if args.order else ("depth" if data.depth is not None else "mask position")}
+    stages.start("export")
+    result = export.export_layers(final, args.out, prefix=args.prefix, formats=args.formats, source=data.source,
+                                  settings=settings, progress=stages.bar)
+    stages.done()
+    stages.start("figure")
+    figure_path = write_figure(data.video, final, recon_final, result.folder / "demo_layers.png")
+    if args.figure:
+        write_figure(data.video, final, recon_final, Path(args.figure))
+    stages.done()
+
+    # 7. Report
+    summary = {"folder": str(result.folder), "seconds": stages.seconds, "total_seconds": sum(stages.seconds.values()),
+               "settings": settings, "detail_transfer_fraction": transferred.fraction,
+               "reconstruction_psnr": {"fit": metrics.psnr(recon_fit, data.video),
+                                       "after_detail_transfer": metrics.psnr(recon_final, data.video)}}
+    if data.scene is not None:
+        scene = data.scene
+        summary["quality"] = {
+            "layers": [dict(name=name, **q) for name, q in
+                       zip(data.names, metrics.layer_quality(fitted.rgb, fitted.alpha, scene))],
+            "clean_plate_psnr": metrics.psnr(background, scene.background),
+            "order_accuracy": float((order == scene.order).all(1).float().mean()),
+        }
+    (result.folder / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    _print_summary(summary, figure_path, out)
+    return summary
+
+
+def _json_default(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    raise TypeError(type(x).__name__)
+
+
+def _print_summary(summary: dict, figure: Path, out) -> None:
+    out.write("\nQuality\n")
+    recon = summary["reconstruction_psnr"]
+    out.write(f"  reconstruction of the input: {recon['fit']:.2f} dB from the fit, "
+              f"{recon['after_detail_transfer']:.2f} dB after detail transfer "
+              f"({100 * summary['detail_transfer_fraction']:.1f}% of pixels transferred)\n")
+    quality = summary.get("quality")
+    if quality:
+        out.write(f"  clean plate vs true background: {quality['clean_plate_psnr']:.2f} dB; "
+                  f"order correct in {100 * quality['order_accuracy']:.0f}% of frames\n")
+        out.write(f"  {'layer':<22}{'composite PSNR':>15}{'alpha MAE':>11}{'effect recall':>15}\n")
+        for q in quality["layers"]:
+            out.write(f"  {q['name']:<22}{q['composite_psnr']:>12.2f} dB{q['alpha_mae']:>11.4f}"
+                      f"{q['effect_recall']:>15.3f}\n")
+    out.write("\nTime per stage\n")
+    for name, seconds in summary["seconds"].items():
+        out.write(f"  {name:<16}{seconds:8.1f} s\n")
+    out.write(f"  {'total':<16}{summary['total_seconds']:8.1f} s\n")
+    out.write(f"\nLayers written to {summary['folder']}/ (manifest.json, PNG sequences, videos; "
+              f"overview {figure.name})\n")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The overview picture
+
+
+def write_figure(video: torch.Tensor, layers: Layers, recomposite: torch.Tensor, path: Path,
+                 frames: int = 2) -> Path:
+    """One PNG: per row a frame — input | background | each layer over a checkerboard | recomposite.
+
+    Never overwrites: an existing ``path`` raises ``FileExistsError``."""
+    import cv2
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{str(path)!r} exists; choose another --figure path (nothing was overwritten)")
+    t, _, h, w = video.shape
+    picks = [round(i * (t - 1) / max(frames, 1)) for i in range(1, frames + 1)] if t > 1 else [0]
+    picks = sorted(set(min(t - 1, max(0, p - (t // (2 * frames)))) for p in picks))
+    checker = export.checkerboard(h, w, max(4, h // 16))
+    gap = torch.ones(3, h, 2)
+    rows = []
+    for f in picks:
+        tiles = [video[f], layers.background[f]]
+        tiles += [layers.alpha[i, f] * layers.rgb[i, f] + (1 - layers.alpha[i, f]) * checker
+                  for i in range(layers.num_layers)]
+        tiles.append(recomposite[f])
+        row = []
+        for tile in tiles:
+            row += [tile.float().clamp(0, 1), gap]
+        rows += [torch.cat(row[:-1], dim=2), torch.ones(3, 2, row[0].shape[-1] * len(tiles) + 2 * (len(tiles) - 1))]
+    image = export.to_uint8(torch.cat(rows[:-1], dim=1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise OSError(f"could not write {str(path)!r}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m omnimatte_core.demo",
+        description="Decompose a video into a clean background and one RGBA layer per object (with its shadows, "
+                    "reflections, …). With no --video, a built-in synthetic scene is decomposed and scored.")
+    src = parser.add_argument_group("input (default: a synthetic scene with ground truth)")
+    src.add_argument("--video", type=Path, help="video file (mp4/mov/webm) or folder of PNG/JPG frames")
+    src.add_argument("--masks", type=Path, nargs="+", help="one mask video or PNG folder per object (white = object)")
+    src.add_argument("--label-map", type=Path, help="one mask video where each object has its own grey value")
+    src.add_argument("--depth", type=Path, help="depth video/frames for the layer order (default: bright = near)")
+    src.add_argument("--depth-is-far", action="store_true", help="the depth video is metric: bright = far")
+    src.add_argument("--order", help="fixed front-to-back order of the objects, e.g. '1,0' (overrides depth)")
+    src.add_argument("--max-frames", type=int, help="use only the first N frames")
+    fit = parser.add_argument_group("fit")
+    fit.add_argument("--preset", default=DEMO_PRESET, choices=sorted(PRESETS), help="fit settings (presets.py)")
+    fit.add_argument("--steps", type=int, default=DEMO_STEPS, help="optimiser steps of the base fit")
+    fit.add_argument("--full-res-steps", type=int, help="steps of the full-resolution fit (default: the preset's)")
+    fit.add_argument("--base-long-side", type=int, default=672,
+                     help="fit at most this long a side first (Casper's 672); larger inputs get a full-res fit")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="cpu", help="torch device for the fit (cpu, cuda, …)")
+    fit.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    fit.add_argument("--detail-threshold", type=float, default=0.98,
+                     help="composited opacity from which input detail is copied into a layer (paper: 1)")
+    casper = parser.add_argument_group("Casper (instead of the weight-free clean plate)")
+    casper.add_argument("--casper-base", type=Path, help="CogVideoX-Fun-V1.5-5b-InP diffusers folder")
+    casper.add_argument("--casper-weights", type=Path, help="Casper transformer .safetensors")
+    casper.add_argument("--casper-steps", type=int, default=50)
+    casper.add_argument("--prompt", default="empty scene", help="Casper's text prompt for the removal")
+    casper.add_argument("--memory-mode", default="model_cpu_offload")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("output"), help="folder for the run folders (default output/)")
+    output.add_argument("--prefix", default="omnimatte", help="run-folder name prefix ([A-Za-z0-9._-])")
+    output.add_argument("--formats", nargs="+", choices=list(export.FORMATS),
+                        help="export formats (default: all this machine can write)")
+    output.add_argument("--figure", type=Path, help="also write the overview picture here (never overwritten)")
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args) -> None:
+    """Cheap checks before any heavy work; ``parser.error`` exits with a message naming the option."""
+    if args.video is None and (args.masks or args.label_map or args.depth):
+        parser.error("--masks/--label-map/--depth need --video")
+    if args.video is not None and bool(args.masks) == bool(args.label_map):
+        parser.error("with --video give either --masks (one per object) or --label-map, not both or neither")
+    if bool(args.casper_base) != bool(args.casper_weights):
+        parser.error("Casper needs both --casper-base and --casper-weights")
+    if args.casper_base and args.video is None:
+        parser.error("Casper runs on your own --video (the synthetic scene uses the clean plate)")
+    for option in ("steps", "full_res_steps", "max_frames", "threads"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
+    if args.base_long_side < 8:
+        parser.error(f"--base-long-side must be at least 8, got {args.base_long_side}")
+    if not 0.5 < args.detail_threshold <= 1.0:
+        parser.error(f"--detail-threshold must be in (0.5, 1], got {args.detail_threshold}")
+    try:
+        export.check_prefix(args.prefix, "--prefix")
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    print("Generative Omnimatte — decomposing " + (str(args.video) if args.video else "a synthetic scene") +
+          (" with Casper" if args.casper_base else " with the weight-free clean plate"))
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
