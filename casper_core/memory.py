@@ -149,18 +149,21 @@ class GroupOffloader:
         module.to("cpu")
         group_modules = _block_groups(module) if level == "block" else _leaf_groups(module)
         self.groups = [name for name, _ in group_modules]
-        grouped: set[int] = set()
+        # A tied weight (T5's `shared` and `encoder.embed_tokens`) belongs to every group that owns it, with one CPU
+        # copy: whichever of its modules runs uploads it.
+        copies: dict[int, torch.Tensor] = {}
         self._tensors: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         for _, group in group_modules:
-            own = [*group.parameters(recurse=level == "block"), *group.buffers(recurse=level == "block")]
-            tensors = [t for t in own if id(t) not in grouped]
-            grouped.update(id(t) for t in tensors)
-            pairs = list(zip(tensors, _cpu_copies(tensors, cuda)))
+            recurse = level == "block"
+            tensors = list({id(t): t for t in [*group.parameters(recurse), *group.buffers(recurse)]}.values())
+            new = [t for t in tensors if id(t) not in copies]
+            copies.update(zip((id(t) for t in new), _cpu_copies(new, cuda)))
+            self._tensors.append([(t, copies[id(t)]) for t in tensors])
+        for pairs in self._tensors:
             for t, cpu in pairs:
                 t.data = cpu
-            self._tensors.append(pairs)
         for t in _tensors_of(module):  # the ungrouped rest lives on the execution device
-            if id(t) not in grouped:
+            if id(t) not in copies:
                 t.data = t.data.to(self.device)
         self._state = ["cpu"] * len(group_modules)
         self._events: list = [None] * len(group_modules)

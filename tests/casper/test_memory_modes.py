@@ -200,3 +200,55 @@ def test_cpu_copies_keep_values_dtypes_and_shapes(pin, monkeypatch):
     if pin:
         assert 2 <= len(buffers) < len(tensors)  # packed: fewer allocations than tensors
         assert all(copy.data_ptr() % 64 == 0 for copy in copies)
+
+
+class _OffloadedWeightUse(TorchFunctionMode):
+    """Records every op that reads a parameter while its offloader says it is not on the execution device.
+
+    On the CPU an offloaded weight still computes correctly, so equal outputs alone would not show a weight used
+    outside its group's forward; on a GPU that use would fail. This catches it on the CPU.
+    """
+
+    def __init__(self, is_offloaded):
+        super().__init__()
+        self.is_offloaded = is_offloaded
+        self.violations = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in ("__get__", "__set__"):  # `.data` swaps: the offloading itself
+            return func(*args, **kwargs)
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, torch.nn.Parameter) and self.is_offloaded(value):
+                self.violations.append(getattr(func, "__name__", str(func)))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["group_offload", "sequential_offload"])
+def test_group_offload_uses_no_weight_while_it_is_offloaded(release, mode):
+    parts = _load(release, mode)
+    where = {}
+    for offloader in parts.memory.group_offloaders.values():
+        for index, pairs in enumerate(offloader._tensors):
+            for tensor, _ in pairs:
+                where[id(tensor)] = (offloader, index)
+
+    def is_offloaded(param):
+        if id(param) not in where:
+            return False  # ungrouped: lives on the execution device
+        offloader, index = where[id(param)]
+        return offloader._state[index] != "resident"
+
+    with _OffloadedWeightUse(is_offloaded) as watch:
+        _run_chain(parts)
+    assert watch.violations == []
+
+
+def test_model_cpu_offload_uses_no_weight_of_a_component_that_is_not_resident(release):
+    parts = _load(release, "model_cpu_offload")
+    offloader = parts.memory.offloader
+    owner = {id(t): name for name, pairs in offloader._cpu_tensors.items() for t, _ in pairs}
+
+    with _OffloadedWeightUse(lambda p: id(p) in owner and offloader.resident != owner[id(p)]) as watch:
+        _run_chain(parts)
+    assert watch.violations == []
