@@ -141,9 +141,11 @@ def _file_input(args) -> DemoInput:
 def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages):
     from . import clean_plate
 
+    # A moving camera raises CameraMotionError (a ValueError) here, before any fitting.
     plate = clean_plate.estimate_clean_plate(video, masks)
-    solos = clean_plate.solo_videos(video, masks, plate.background)
-    return plate.background, solos, {"method": "clean_plate"}
+    solos = clean_plate.solo_videos(video, masks, plate)
+    return plate.background.clone(), solos, {"method": "clean_plate", "filled_fraction": plate.filled_fraction,
+                                             "camera_motion_px": plate.camera_motion_px}
 
 
 def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
@@ -406,7 +408,11 @@ def main(argv=None) -> int:
     check_args(parser, args)
     print("Generative Omnimatte — decomposing " + (str(args.video) if args.video else "a synthetic scene") +
           (" with Casper" if args.casper_base else " with the weight-free clean plate"))
-    run(args)
+    try:
+        run(args)
+    except (ValueError, OSError) as error:  # bad files or settings: a message, not a traceback
+        print(f"\nerror: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

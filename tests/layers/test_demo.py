@@ -1,0 +1,111 @@
+"""The README's main command, `python -m omnimatte_core.demo`, on a tiny scene and on a user's own files."""
+import io
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from omnimatte_core import demo
+from omnimatte_core.synthetic import make_scene
+
+TINY = dict(num_objects=2, frames=6, height=48, width=80, effects=("shadow", "reflection"))
+
+
+def _run(argv, monkeypatch):
+    monkeypatch.setattr(demo, "DEMO_SCENE", TINY)
+    parser = demo.build_parser()
+    args = parser.parse_args(argv)
+    demo.check_args(parser, args)
+    stream = io.StringIO()
+    return demo.run(args, stream=stream), stream.getvalue()
+
+
+def test_synthetic_demo_end_to_end(tmp_path, monkeypatch):
+    summary, printed = _run(["--out", str(tmp_path), "--steps", "4", "--formats", "png", "preview",
+                             "--figure", str(tmp_path / "figure.png")], monkeypatch)
+    folder = tmp_path / "omnimatte_0001"
+    assert summary["folder"] == str(folder)
+    # every stage ran, with a progress bar and a time
+    for stage in ("input", "clean plate", "fit", "order", "composite", "detail transfer", "export", "figure"):
+        assert stage in summary["seconds"] and summary["seconds"][stage] >= 0
+        assert f"  {stage}" in printed
+    assert "#" * 30 in printed and "Time per stage" in printed and str(folder) in printed
+    # quality against ground truth: present, finite and sane even after 4 steps
+    quality = summary["quality"]
+    assert len(quality["layers"]) == 2
+    for layer in quality["layers"]:
+        assert math.isfinite(layer["composite_psnr"]) and layer["composite_psnr"] > 10
+        assert 0 <= layer["alpha_mae"] < 0.5
+    assert quality["clean_plate_psnr"] > 20  # static camera: the masked temporal estimate is close
+    assert quality["order_accuracy"] == 1.0  # order from the scene's depth video
+    recon = summary["reconstruction_psnr"]
+    assert recon["after_detail_transfer"] >= recon["fit"]  # detail transfer only moves towards the input
+    # the export: manifest, per-layer PNGs, previews, the overview picture
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["frames"] == 6 and (manifest["height"], manifest["width"]) == (48, 80)
+    assert len(manifest["layers"]) == 2 and manifest["settings"]["steps"] == 4
+    assert len(manifest["files"]["png"]) == 3 * 6 and len(manifest["files"]["preview"]) == 3
+    for path in ("demo_layers.png", "summary.json"):
+        assert (folder / path).is_file()
+    figure = cv2.imread(str(tmp_path / "figure.png"))
+    assert figure.shape[1] > 5 * 80 and (tmp_path / "figure.png").stat().st_size < 300_000
+    # a second run never overwrites the first; the figure path is refused, not replaced
+    with pytest.raises(FileExistsError, match="figure.png"):
+        _run(["--out", str(tmp_path), "--steps", "1", "--formats", "png", "--figure", str(tmp_path / "figure.png")],
+             monkeypatch)
+
+
+def test_demo_on_user_files(tmp_path, monkeypatch):
+    scene = make_scene(seed=3, **TINY)
+    frames = tmp_path / "video"
+    frames.mkdir()
+    for t, frame in enumerate(scene.composite):
+        rgb = (frame.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(frames / f"{t:03d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for t in range(scene.masks.shape[1]):
+        label = np.zeros(scene.masks.shape[-2:], np.uint8)
+        for i in range(scene.masks.shape[0]):
+            label[scene.masks[i, t, 0].numpy() > 0.5] = 100 * (i + 1)
+        cv2.imwrite(str(labels / f"{t:03d}.png"), label)
+    summary, printed = _run(["--video", str(frames), "--label-map", str(labels), "--out", str(tmp_path / "out"),
+                             "--steps", "2", "--formats", "png", "--prefix", "mine"], monkeypatch)
+    assert "quality" not in summary  # no ground truth for a user's files
+    manifest = json.loads((tmp_path / "out" / "mine_0001" / "manifest.json").read_text())
+    assert [layer["name"] for layer in manifest["layers"]] == ["label_100", "label_200"]
+    assert manifest["source"]["label_map"] == str(labels) and manifest["settings"]["order"] == "mask position"
+    assert summary["reconstruction_psnr"]["after_detail_transfer"] > 20
+
+
+@pytest.mark.parametrize("argv", [
+    ["--masks", "m.mp4"],                                  # masks without a video
+    ["--video", "v.mp4"],                                  # a video without masks
+    ["--video", "v.mp4", "--masks", "m.mp4", "--label-map", "l.mp4"],
+    ["--prefix", "../up"],                                 # path traversal
+    ["--steps", "0"],
+    ["--casper-base", "base"],                             # weights missing
+])
+def test_bad_arguments_exit_before_work(argv, capsys):
+    parser = demo.build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        demo.check_args(parser, parser.parse_args(argv))
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_mismatched_mask_file_is_a_clear_error(tmp_path, monkeypatch):
+    scene = make_scene(seed=0, **TINY)
+    video = tmp_path / "video"
+    video.mkdir()
+    mask = tmp_path / "mask"
+    mask.mkdir()
+    for t in range(6):
+        cv2.imwrite(str(video / f"{t}.png"), np.zeros((48, 80, 3), np.uint8))
+        if t < 5:  # one frame short
+            cv2.imwrite(str(mask / f"{t}.png"), (scene.masks[0, t, 0].numpy() * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="5 frames but the video has 6"):
+        _run(["--video", str(video), "--masks", str(mask), "--out", str(tmp_path / "out")], monkeypatch)
+    assert not (tmp_path / "out").exists()
