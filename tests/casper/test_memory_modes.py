@@ -202,6 +202,12 @@ def test_cpu_copies_keep_values_dtypes_and_shapes(pin, monkeypatch):
         assert all(copy.data_ptr() % 64 == 0 for copy in copies)
 
 
+# Calls that read no weight values: attribute access (incl. the offloaders' own `.data` swaps) and metadata queries
+# such as diffusers' `ModelMixin.dtype`.
+_METADATA_ONLY = {"__get__", "__set__", "is_floating_point", "is_complex", "dim", "size", "numel", "element_size",
+                  "__len__", "__hash__"}
+
+
 class _OffloadedWeightUse(TorchFunctionMode):
     """Records every op that reads a parameter while its offloader says it is not on the execution device.
 
@@ -216,7 +222,7 @@ class _OffloadedWeightUse(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if getattr(func, "__name__", "") in ("__get__", "__set__"):  # `.data` swaps: the offloading itself
+        if getattr(func, "__name__", "") in _METADATA_ONLY:
             return func(*args, **kwargs)
         for value in (*args, *kwargs.values()):
             if isinstance(value, torch.nn.Parameter) and self.is_offloaded(value):
@@ -252,3 +258,34 @@ def test_model_cpu_offload_uses_no_weight_of_a_component_that_is_not_resident(re
     with _OffloadedWeightUse(lambda p: id(p) in owner and offloader.resident != owner[id(p)]) as watch:
         _run_chain(parts)
     assert watch.violations == []
+
+
+@pytest.mark.parametrize("mode", ["model_cpu_offload", "sequential_offload"])
+def test_real_pipeline_uses_no_offloaded_weight(release, mode):
+    pytest.importorskip("casper_core.pipeline")
+    from casper_core import build_trimask_jobs
+    from casper_core.loading import load_casper_pipeline
+
+    pipeline = load_casper_pipeline(release.base_dir, release.casper_weights, dtype="fp32", device="cpu",
+                                    memory_mode=mode)
+    plan = pipeline.memory_plan
+    if plan.offloader is not None:
+        owner = {id(t): name for name, pairs in plan.offloader._cpu_tensors.items() for t, _ in pairs}
+
+        def is_offloaded(param):
+            return id(param) in owner and plan.offloader.resident != owner[id(param)]
+    else:
+        where = {id(t): (off, i) for off in plan.group_offloaders.values()
+                 for i, pairs in enumerate(off._tensors) for t, _ in pairs}
+
+        def is_offloaded(param):
+            return id(param) in where and where[id(param)][0]._state[where[id(param)][1]] != "resident"
+
+    generator = torch.Generator().manual_seed(0)
+    video = torch.rand(5, 32, 48, 3, generator=generator)
+    masks = torch.zeros(1, 5, 32, 48)
+    masks[0, :, 8:24, 8:24] = 1
+    with _OffloadedWeightUse(is_offloaded) as watch:
+        result = pipeline(video, build_trimask_jobs(video, masks), steps=1, window_frames=17, overlap_frames=8)
+    assert watch.violations == []
+    assert result.videos.shape == (1, 5, 32, 48, 3)
