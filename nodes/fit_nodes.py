@@ -65,14 +65,24 @@ class GenOmnimatteCleanPlate:
             "dilate": ("INT", {"default": 11, "min": 0, "max": 101,
                                "tooltip": "Grow the masks by this many pixels before taking background pixels, so "
                                           "soft edges and nearby shadows are avoided."}),
+        }, "optional": {
+            "solo_dilate": ("INT", {"default": 21, "min": 0, "max": 201,
+                                    "tooltip": "In each solo video, the other objects are replaced by the plate "
+                                               "inside their masks grown by this many pixels (takes their soft "
+                                               "edges and contact shadows too)."}),
+            "allow_camera_motion": ("BOOLEAN", {"default": False,
+                                                "tooltip": "Build the plate even if the camera moves (it will be "
+                                                           "blurred); off: a moving camera stops with an error "
+                                                           "suggesting Casper."}),
         }}
 
-    def clean_plate(self, video, object_masks, dilate):
-        from ..omnimatte_core import clean_plate as core
+    def clean_plate(self, video, object_masks, dilate, solo_dilate=21, allow_camera_motion=False):
+        from ..omnimatte_core.clean_plate import estimate_clean_plate, solo_videos
         frames = image_to_video(video, "video")
         masks = _masks_for(object_masks, frames)
-        background, solos = core.clean_plate_and_solos(frames, masks, dilate=int(dilate))
-        return (video_to_image(background), stack_to_image(solos))
+        plate = estimate_clean_plate(frames, masks, dilate=int(dilate), allow_camera_motion=bool(allow_camera_motion))
+        solos = solo_videos(frames, masks, plate, dilate=int(solo_dilate))
+        return (video_to_image(plate.background), stack_to_image(solos))
 
 
 def _masks_for(mask, frames: torch.Tensor) -> torch.Tensor:

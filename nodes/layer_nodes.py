@@ -30,7 +30,9 @@ def _video_like(image, layers, name: str):
 
 class GenOmnimatteOrderLayersByDepth:
     DESCRIPTION = ("Set the per-frame front-to-back order of the layers from a depth video (e.g. a Depth Anything "
-                   "node's output): per frame, each object's depth inside its mask decides who is in front.")
+                   "node's output): per frame, each object's median depth inside its mask decides who is in front. "
+                   "Without depth, the object reaching lower in the frame counts as nearer; a typed order wins over "
+                   "both.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("OMNIMATTE_LAYERS", "STRING")
     RETURN_NAMES = ("layers", "order")
@@ -40,21 +42,33 @@ class GenOmnimatteOrderLayersByDepth:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "layers": ("OMNIMATTE_LAYERS", {"tooltip": "Layers from Fit Omnimatte Layers."}),
-            "depth": ("IMAGE", {"tooltip": "A depth video with the layers' frames and size (grey; the first channel "
-                                           "is read)."}),
+            "layers": ("OMNIMATTE_LAYERS", {"tooltip": "Layers from Fit Omnimatte Layers (they carry their object "
+                                                       "masks)."}),
             "depth_convention": (["larger is nearer", "larger is farther"], {
                 "default": "larger is nearer",
-                "tooltip": "Depth Anything / MiDaS / ZoeDepth-style disparity maps are brighter when nearer; metric "
-                           "depth (and Demo Scene's depth) is larger when farther."}),
+                "tooltip": "Depth Anything / MiDaS-style disparity maps are brighter when nearer; metric depth (and "
+                           "Demo Scene's depth) is larger when farther."}),
+            "smooth_frames": ("INT", {"default": 1, "min": 1, "max": 99,
+                                      "tooltip": "Running median of each object's depth over this many frames "
+                                                 "(1 = off); steadies flickering depth estimates."}),
+            "hysteresis": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                     "tooltip": "Share of the clip's depth range by which the order must be wrong "
+                                                "before it flips (0 = off; ~0.02 for noisy estimators)."}),
+            "manual_order": ("STRING", {"default": "", "tooltip": "Optional fixed order for every frame, front to "
+                                                                  "back, e.g. '1,0,2'; overrides depth when set."}),
+        }, "optional": {
+            "depth": ("IMAGE", {"tooltip": "A depth video with the layers' frames and size (grey; the first channel "
+                                           "is read)."}),
         }}
 
-    def order(self, layers, depth, depth_convention):
+    def order(self, layers, depth_convention, smooth_frames, hysteresis, manual_order, depth=None):
         ordering = _core("ordering")
-        depth_video = _video_like(depth, layers, "depth")[:, :1]
-        if depth_convention == "larger is nearer":
-            depth_video = 1.0 - depth_video
-        order = ordering.order_by_depth(layers, depth_video)
+        masks = layers.masks if layers.masks is not None else (layers.alpha > 0.5).float()
+        depth_video = None if depth is None else _video_like(depth, layers, "depth")[:, :1]
+        order = ordering.order_layers(masks.cpu(), None if depth_video is None else depth_video.cpu(),
+                                      manual=manual_order or None,
+                                      bright_is_near=depth_convention == "larger is nearer",
+                                      smooth_frames=int(smooth_frames), hysteresis=float(hysteresis))
         result = layers.replace(order=order)
         first = ", ".join(result.names[int(i)] for i in result.order[0])
         return (result, first)
@@ -62,35 +76,45 @@ class GenOmnimatteOrderLayersByDepth:
 
 class GenOmnimatteCompositeLayers:
     DESCRIPTION = ("Composite the layers back to front over their background (or a new one), in each frame's depth "
-                   "order. Detail transfer puts back the input's own pixels wherever the layers are fully opaque, "
-                   "so the result keeps the input's fine detail.")
+                   "order. Detail transfer puts the input's own pixels back wherever one layer alone makes a pixel "
+                   "(composited opacity reaches 1), so the result keeps the input's fine detail.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("composite", "opacity")
-    OUTPUT_TOOLTIPS = ("[frames,H,W,3].", "Composited opacity of all layers (1 = opaque).")
+    RETURN_TYPES = ("IMAGE", "MASK", "OMNIMATTE_LAYERS")
+    RETURN_NAMES = ("composite", "opacity", "layers")
+    OUTPUT_TOOLTIPS = ("[frames,H,W,3].", "Composited opacity of all layers (1 = opaque).",
+                       "The layers after detail transfer (the input layers when it is off).")
     FUNCTION = "composite"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "layers": ("OMNIMATTE_LAYERS", {"tooltip": "The layers (ordered by Order Layers by Depth, or as fitted)."}),
-            "detail_transfer": ("BOOLEAN", {"default": True, "tooltip": "Use the input video's pixels where the "
-                                                                        "layers are opaque (needs 'video')."}),
+            "detail_transfer": ("BOOLEAN", {"default": True, "tooltip": "Use the input video's pixels where one "
+                                                                        "layer owns the pixel (needs 'video')."}),
+            "threshold": ("FLOAT", {"default": 0.98, "min": 0.51, "max": 1.0, "step": 0.01,
+                                    "tooltip": "Composited opacity from which a layer owns a pixel for detail "
+                                               "transfer (1.0 = the paper's 'reaches 1')."}),
         }, "optional": {
             "video": ("IMAGE", {"tooltip": "The original input video, for detail transfer."}),
             "new_background": ("IMAGE", {"tooltip": "Composite over this instead of the clean background (a video "
                                                     "with the same frames and size, or one still image)."}),
         }}
 
-    def composite(self, layers, detail_transfer, video=None, new_background=None):
+    def composite(self, layers, detail_transfer, threshold, video=None, new_background=None):
         compositing = _core("compositing")
         if detail_transfer and video is None:
             raise ValueError("detail_transfer needs the original video: connect 'video' or turn detail_transfer off")
+        if detail_transfer:
+            # Into the background only when it is the fitted one: a new background must not get the old one's pixels.
+            layers = compositing.detail_transfer(layers, _video_like(video, layers, "video"),
+                                                 threshold=float(threshold),
+                                                 into_background=new_background is None).layers
+        shown = layers
         if new_background is not None:
-            layers = layers.replace(background=_video_like(new_background, layers, "new_background"))
-        source = _video_like(video, layers, "video") if (detail_transfer and video is not None) else None
-        frames, opacity = compositing.composite_layers(layers, video=source, detail_transfer=bool(detail_transfer))
-        return (video_to_image(frames), opacity[:, 0].float().cpu())
+            shown = layers.replace(background=_video_like(new_background, layers, "new_background"))
+        frames = compositing.reconstruct(shown)
+        _, transmission = compositing.composited_opacity(shown.alpha, shown.order)
+        return (video_to_image(frames), (1 - transmission)[:, 0].float().cpu().contiguous(), layers)
 
 
 class GenOmnimatteEditLayers:
