@@ -124,6 +124,9 @@ def phase_correlation(reference: torch.Tensor, moved: torch.Tensor) -> torch.Ten
 
     Written on ``torch.fft`` (batched, any device) because OpenCV 5's ``phaseCorrelate`` reports a 0.5 px shift
     between identical images, which would flag every tripod shot."""
+    if reference.ndim != 3 or reference.shape != moved.shape:
+        raise ValueError(f"reference and moved must both be [B,H,W] of one shape, got {list(reference.shape)} and "
+                         f"{list(moved.shape)}")
     b, h, w = reference.shape
     window = torch.outer(torch.hann_window(h, periodic=False, dtype=torch.float64, device=reference.device),
                          torch.hann_window(w, periodic=False, dtype=torch.float64, device=reference.device))
@@ -217,11 +220,14 @@ def _masked_temporal_median(video: torch.Tensor, visible: torch.Tensor) -> torch
 
 
 def _inpaint(plate: torch.Tensor, hole: torch.Tensor, radius: int) -> torch.Tensor:
-    """Fill ``hole [H,W]`` (bool) of ``plate [3,H,W]`` by Telea inpainting, channel by channel in float."""
-    image = torch.nan_to_num(plate, nan=0.0).cpu().numpy().astype(np.float32)
+    """Fill ``hole [H,W]`` (bool) of ``plate [3,H,W]`` by Telea inpainting, channel by channel in 16 bits.
+
+    16-bit rather than float: OpenCV 5's Telea returns garbage (negative values) for float32 images."""
+    image = torch.nan_to_num(plate, nan=0.0).clamp(0, 1).cpu().numpy()
+    image = np.round(image * 65535.0).astype(np.uint16)
     hole_u8 = hole.cpu().numpy().astype(np.uint8)
     filled = np.stack([cv2.inpaint(np.ascontiguousarray(channel), hole_u8, radius, cv2.INPAINT_TELEA)
-                       for channel in image])
+                       for channel in image]).astype(np.float32) / 65535.0
     return torch.from_numpy(filled).to(plate.device).clamp(0, 1)
 
 

@@ -1,0 +1,97 @@
+"""Weight-free clean plate: accuracy on a static scene, never-uncovered pixels, solo videos, moving camera."""
+import warnings
+
+import pytest
+import torch
+
+from omnimatte_core.clean_plate import (CameraMotionError, CleanPlateWarning, dilate_masks, estimate_clean_plate,
+                                        phase_correlation, solo_videos)
+from omnimatte_core.metrics import psnr
+from omnimatte_core.synthetic import make_scene
+
+
+@pytest.fixture(scope="module")
+def plate(scene):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CleanPlateWarning)  # every pixel is uncovered at some point: no warning
+        return estimate_clean_plate(scene.composite, scene.masks, dilate=5)
+
+
+def test_static_scene_plate_matches_the_ground_truth_background(scene, plate):
+    assert plate.plate.shape == (3, 64, 112) and plate.background.shape == (16, 3, 64, 112)
+    assert plate.filled_fraction == 0 and not plate.never_uncovered.any()
+    assert plate.camera_motion_px < 0.2  # a locked-off shot measures as such
+    assert psnr(plate.plate, scene.background[0]) > 33  # measured 35.6 dB (dust and shadows bias a few pixels)
+    assert psnr(scene.composite[0], scene.background[0]) < 25  # the input itself is far from it
+
+
+def test_never_uncovered_pixels_are_reported_filled_and_warned(scene):
+    masks = scene.masks.clone()
+    parked = torch.zeros(1, *masks.shape[1:])
+    parked[..., 4:14, 80:96] = 1  # a parked car: covers the same pixels in every frame
+    masks = torch.cat([masks, parked])
+    with pytest.warns(CleanPlateWarning, match=r"\d+\.\d+ % of the pixels"):
+        result = estimate_clean_plate(scene.composite, masks, dilate=5)
+    expected = dilate_masks(parked[0, 0] > 0, 5)  # static, so never uncovered = its dilated footprint
+    assert torch.equal(result.never_uncovered, expected)
+    assert result.filled_fraction == pytest.approx(expected.float().mean().item())
+    assert torch.equal(result.visible_frames == 0, expected)
+    hole = expected.expand(3, -1, -1)
+    assert torch.isfinite(result.plate).all() and result.plate.min() >= 0 and result.plate.max() <= 1
+    # the fill is plausible: closer to the true background than a grey or black hole would be
+    fill_error = (result.plate[hole] - scene.background[0][hole]).abs().mean()
+    assert fill_error < (scene.background[0][hole] - 0.5).abs().mean()
+    outside = ~expected.expand(3, -1, -1)
+    assert psnr(result.plate[outside], scene.background[0][outside]) > 33
+
+
+def test_everything_covered_is_an_error(scene):
+    with pytest.raises(ValueError, match="masks: every pixel"):
+        estimate_clean_plate(scene.composite, torch.ones(1, 16, 1, 64, 112))
+
+
+def test_moving_camera_raises_with_the_measured_motion():
+    pan = make_scene(seed=0, num_objects=2, frames=12, height=64, width=112, camera="pan")
+    with pytest.raises(CameraMotionError, match=r"moves \(pans or shakes\) by 13\.\d px.*locked-off.*Casper") as info:
+        estimate_clean_plate(pan.composite, pan.masks)
+    assert isinstance(info.value, ValueError)
+    assert info.value.motion_px == pytest.approx(0.12 * 112, abs=0.5)  # the scene pans 12 % of the width
+    forced = estimate_clean_plate(pan.composite, pan.masks, allow_camera_motion=True)
+    assert forced.camera_motion_px == pytest.approx(info.value.motion_px)
+
+
+def test_phase_correlation_measures_translation():
+    g = torch.Generator().manual_seed(0)
+    image = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 60, 90, generator=g), 5, 1, 2)[0, 0]
+    shifts = phase_correlation(image.expand(3, -1, -1), torch.stack([image, image.roll(4, 1), image.roll((-3, 2), (0, 1))]))
+    assert torch.allclose(shifts, torch.tensor([[0.0, 0.0], [4.0, 0.0], [2.0, -3.0]]), atol=0.05)
+
+
+def test_solo_videos_replace_only_the_other_objects(scene, plate):
+    solos = solo_videos(scene.composite, scene.masks, plate, dilate=9)
+    assert solos.shape == scene.solos.shape
+    grown = dilate_masks(scene.masks > 0.5, 9)
+    for i in range(3):
+        others = torch.cat([grown[:i], grown[i + 1:]]).any(dim=0) & ~(scene.masks[i] > 0.5)
+        kept = (~others).expand_as(scene.composite)
+        assert torch.equal(solos[i][kept], scene.composite[kept])  # the input where no other object is
+        replaced = others.expand_as(scene.composite)
+        assert torch.equal(solos[i][replaced], plate.background[replaced])
+        # closer to the true solo (object i and its effect only) than the input with every object is
+        assert psnr(solos[i], scene.solos[i]) > psnr(scene.composite, scene.solos[i]) + 5
+    single = solo_videos(scene.composite, scene.masks[:1], plate)
+    assert torch.equal(single[0], scene.composite)
+
+
+def test_bad_inputs_name_the_argument(scene):
+    video, masks = scene.composite, scene.masks
+    with pytest.raises(ValueError, match="masks has 15 frames"):
+        estimate_clean_plate(video, masks[:, :-1])
+    with pytest.raises(ValueError, match="masks are 32x56"):
+        estimate_clean_plate(video, masks[..., ::2, ::2])
+    with pytest.raises(ValueError, match="video must be"):
+        estimate_clean_plate(video[:, :1], masks)
+    with pytest.raises(ValueError, match="dilate"):
+        estimate_clean_plate(video, masks, dilate=-1)
+    with pytest.raises(ValueError, match="plate must be"):
+        solo_videos(video, masks, torch.zeros(3, 10, 10))
