@@ -481,6 +481,9 @@ def bench_variant(variant: str, parts: dict, inputs: dict, args, dtype: torch.dt
     if "compile" in variant:
         # torch.compile(module) (not Module.compile, a no-op on some torch builds); identical blocks share one graph
         blocks = transformer.transformer_blocks
+        for limit in ("recompile_limit", "cache_size_limit"):  # room for one graph per block if guards split them
+            if hasattr(torch._dynamo.config, limit):
+                setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 2 * len(blocks)))
         for index in range(len(blocks)):
             blocks[index] = torch.compile(blocks[index])
 
