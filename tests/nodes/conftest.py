@@ -33,11 +33,13 @@ def node_specs(pack) -> dict:
     """``{type: {"inputs": [...], "outputs": [types], "output_names": [...]}}`` for our nodes and the core ones."""
     specs = {}
     for name, cls in pack.NODE_CLASS_MAPPINGS.items():
-        specs[name] = {"inputs": node_inputs(cls.INPUT_TYPES()), "outputs": list(cls.RETURN_TYPES),
-                       "output_names": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)), "ours": True}
+        declared = cls.INPUT_TYPES()
+        specs[name] = {"inputs": node_inputs(declared), "outputs": list(cls.RETURN_TYPES),
+                       "output_names": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)), "ours": True,
+                       "optional": set(declared.get("optional", {}))}
     for name, d in json.loads(CORE_NODES_FILE.read_text())["nodes"].items():
         specs[name] = {"inputs": node_inputs(d["input"]), "outputs": d["output"], "output_names": d["output_name"],
-                       "ours": False}
+                       "ours": False, "optional": set(d["input"].get("optional", {}))}
     return specs
 
 
