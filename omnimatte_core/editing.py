@@ -3,20 +3,19 @@ video); nothing is modified in place.
 
 - :func:`with_background` / :func:`recomposite`: put the layers over a new background (a video or one image,
   resized to the layers' size: ``fit="cover"`` scales and centre-crops, ``"stretch"`` ignores the aspect ratio).
-- :func:`reorder`: a new front-to-back order ("1,0,2" for every frame, or per frame ``[T,N]``).
-- :func:`drop_layers`: remove layers (the object and its effects vanish; the background shows through).
+- :func:`reorder_layers`: a new front-to-back order ("1,0,2" for every frame, or per frame ``[T,N]``).
+- :func:`drop_layers` / :func:`select_layers`: remove layers, or keep some in a given order (a dropped object
+  vanishes with its effects; the background shows through).
 - :func:`retime_layer`: shift a layer in time, hold (freeze) a frame, change its speed; fractional source times
   blend neighbouring frames in premultiplied colour, frames outside the source become transparent (or hold the end).
 - :func:`fade_layer`: opacity ramps in and out, and a constant opacity.
 
 Layers are picked by index or by name. Retiming and fading keep the per-frame ``order`` of the output frames; if a
-retimed layer now crosses another one, :func:`reorder` it.
+retimed layer now crosses another one, :func:`reorder_layers` it.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -124,15 +123,15 @@ def recomposite(layers: Layers, background: torch.Tensor | None = None, *, fit: 
 # Order and selection
 
 
-def reorder(layers: Layers, order) -> Layers:
+def reorder_layers(layers: Layers, order) -> Layers:
     """Layers with a new front-to-back order: ``"1,0,2"``, a sequence or ``[N]`` for every frame, or ``[T,N]``."""
     layers = _check_layers(layers)
     return layers.replace(order=manual_order(order, layers.num_frames, layers.num_layers, "order"))
 
 
 def drop_layers(layers: Layers, drop) -> Layers:
-    """Layers without the ones in ``drop`` (an index, a name, or a list of them). The per-frame order keeps the
-    remaining layers' relative order, renumbered."""
+    """Layers without the ones in ``drop`` (an index, a name, or a list of them). The remaining layers keep their
+    relative order, renumbered, in the per-frame order too."""
     layers = _check_layers(layers)
     items = [drop] if isinstance(drop, (int, str)) else list(drop)
     gone = {layer_index(layers, item, "drop") for item in items}
@@ -140,15 +139,7 @@ def drop_layers(layers: Layers, drop) -> Layers:
     if not keep:
         raise ValueError(f"drop removes all {layers.num_layers} layers; keep at least one (the background alone is "
                          "layers.background)")
-    new_index = torch.full((layers.num_layers,), -1, dtype=torch.long)
-    new_index[keep] = torch.arange(len(keep))
-    remapped = new_index[layers.order]  # [T,N] with -1 for dropped layers
-    order = remapped[remapped >= 0].reshape(layers.num_frames, len(keep))
-    index = torch.tensor(keep, device=layers.device)
-    return layers.replace(rgb=layers.rgb.index_select(0, index), alpha=layers.alpha.index_select(0, index),
-                          background=layers.background.clone(),
-                          masks=None if layers.masks is None else layers.masks.index_select(0, index),
-                          names=[layers.names[i] for i in keep], order=order)
+    return select_layers(layers, keep)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -194,7 +185,7 @@ def _sample_frames(x: torch.Tensor, times: torch.Tensor, mode: str) -> torch.Ten
     return x[low.to(x.device)] * (1 - frac) + x[high.to(x.device)] * frac
 
 
-def retime_layer(layers: Layers, layer, *, shift: float = 0.0, speed: float = 1.0, hold_at: int | None = None,
+def retime_layer(layers: Layers, layer, shift: float = 0.0, *, speed: float = 1.0, hold_at: int | None = None,
                  hold_frames: int | None = None, times: torch.Tensor | None = None, outside: str = "transparent",
                  interpolation: str = "blend") -> Layers:
     """One layer played back with a new timing; the other layers and the background are unchanged.
@@ -259,8 +250,8 @@ def fade_curve(num_frames: int, *, fade_in: int = 0, fade_out: int = 0, start: i
     return torch.minimum(rise, fall) * opacity
 
 
-def fade_layer(layers: Layers, layer, *, fade_in: int = 0, fade_out: int = 0, start: int = 0,
-               end: int | None = None, opacity: float = 1.0) -> Layers:
+def fade_layer(layers: Layers, layer, opacity: float = 1.0, *, fade_in: int = 0, fade_out: int = 0,
+               start: int = 0, end: int | None = None) -> Layers:
     """One layer's alpha scaled per frame by :func:`fade_curve` (colour untouched); the rest unchanged."""
     layers = _check_layers(layers)
     index = layer_index(layers, layer)
@@ -271,8 +262,23 @@ def fade_layer(layers: Layers, layer, *, fade_in: int = 0, fade_out: int = 0, st
     return layers.replace(rgb=layers.rgb.clone(), alpha=alpha, background=layers.background.clone())
 
 
-def select_layers(layers: Layers, keep: Sequence) -> Layers:
-    """Only the layers in ``keep`` (indices or names), in their original order; the inverse of :func:`drop_layers`."""
+def select_layers(layers: Layers, keep) -> Layers:
+    """Only the layers in ``keep`` (an index, a name, or a list of them), renumbered in the order listed: layer ``k``
+    of the result is ``keep[k]``. The per-frame depth order of the kept layers is unchanged; follow with
+    ``reorder_layers(result, range(len(keep)))`` to make the listed order the front-to-back order."""
     layers = _check_layers(layers)
-    kept = {layer_index(layers, item, "keep") for item in ([keep] if isinstance(keep, (int, str)) else keep)}
-    return drop_layers(layers, [i for i in range(layers.num_layers) if i not in kept])
+    items = [keep] if isinstance(keep, (int, str)) else list(keep)
+    picked = [layer_index(layers, item, "keep") for item in items]
+    if not picked:
+        raise ValueError("keep must name at least one layer")
+    if len(set(picked)) != len(picked):
+        raise ValueError(f"keep lists a layer twice: {items!r}")
+    new_index = torch.full((layers.num_layers,), -1, dtype=torch.long)
+    new_index[picked] = torch.arange(len(picked))
+    remapped = new_index[layers.order]  # [T,N] with -1 for layers left out
+    order = remapped[remapped >= 0].reshape(layers.num_frames, len(picked))
+    index = torch.tensor(picked, device=layers.device)
+    return layers.replace(rgb=layers.rgb.index_select(0, index), alpha=layers.alpha.index_select(0, index),
+                          background=layers.background.clone(),
+                          masks=None if layers.masks is None else layers.masks.index_select(0, index),
+                          names=[layers.names[i] for i in picked], order=order)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from omnimatte_core.compositing import reconstruct
-from omnimatte_core.editing import (drop_layers, fade_curve, fade_layer, recomposite, reorder, resize_background,
+from omnimatte_core.editing import (drop_layers, fade_curve, fade_layer, recomposite, reorder_layers, resize_background,
                                     retime_curve, retime_layer, select_layers, with_background)
 
 
@@ -64,7 +64,7 @@ def test_drop_removes_a_layer_contribution(scene, gt_layers, snapshot):
 
 
 def test_reorder_changes_what_is_in_front(gt_layers, snapshot):
-    front_1 = reorder(gt_layers, "1,0,2")
+    front_1 = reorder_layers(gt_layers, "1,0,2")
     assert front_1.order.tolist() == [[1, 0, 2]] * 16
     both = (gt_layers.alpha[0] == 1) & (gt_layers.alpha[1] == 1)  # where objects 0 and 1 overlap
     assert both.any()
@@ -72,7 +72,7 @@ def test_reorder_changes_what_is_in_front(gt_layers, snapshot):
     mask = both.expand(-1, 3, -1, -1)
     assert torch.allclose(picture[mask], gt_layers.rgb[1][mask])
     with pytest.raises(ValueError, match="order"):
-        reorder(gt_layers, "0,1")
+        reorder_layers(gt_layers, "0,1")
 
 
 def test_retime_shift_hold_speed(gt_layers, snapshot):
@@ -115,3 +115,13 @@ def test_fade_scales_alpha(gt_layers, snapshot):
         fade_layer(gt_layers, "nobody")
     with pytest.raises(ValueError, match="end"):
         fade_curve(10, start=5, end=2)
+
+
+def test_select_layers_in_the_listed_order(gt_layers, snapshot):
+    picked = select_layers(gt_layers, ["dust_blob", 0])
+    assert picked.names == ["dust_blob", "shadow_blob"]
+    assert torch.equal(picked.alpha[0], gt_layers.alpha[2]) and torch.equal(picked.alpha[1], gt_layers.alpha[0])
+    assert picked.order.tolist() == [[1, 0]] * 16  # depth order unchanged: shadow_blob (old 0) in front of dust
+    assert reorder_layers(picked, range(2)).order.tolist() == [[0, 1]] * 16
+    with pytest.raises(ValueError, match="twice"):
+        select_layers(gt_layers, [0, 0])
