@@ -18,7 +18,6 @@ Casper handles both.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
