@@ -36,6 +36,18 @@ NEUTRAL_VALUE = 127.0 / 255.0
 SIZE_MULTIPLE = 16
 
 
+def reference_input_noise(shape, strength: float = NOISE_AUG_STRENGTH) -> torch.Tensor:
+    """The public reference's input-noise augmentation for pixels of `shape` ``(b, c, f, h, w)``, on the CPU.
+
+    It draws ``randn_like`` of a (b, c, f, h, w) *view* of a (b·f, c, h, w) tensor from the global torch RNG; for
+    such non-contiguous strides torch's CPU sampler fills values in a different order than for a contiguous tensor,
+    so the values equal neither ``randn(b, c, f, h, w)`` nor a permuted ``randn(b, f, c, h, w)``.
+    """
+    b, c, f, h, w = shape
+    like = torch.empty(b * f, c, h, w).view(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+    return torch.randn_like(like).contiguous() * strength
+
+
 @dataclass
 class CasperResult:
     """Output of `CasperPipeline.__call__`.
@@ -167,8 +179,9 @@ class CasperPipeline:
             height, width: working resolution (multiples of 16); the video and trimasks are area-resized to it
                 and the outputs resized back to the input size. None = the input size.
             noise_augmentation: ``"seeded"`` — Gaussian noise × `noise_aug_strength` on the video before encoding,
-                drawn from the job generator; ``"none"``; or a callable ``f(pixels [1,3,T,H,W] in −1..1) -> noise``
-                of the same shape (e.g. the reference's global-RNG draw). Applied only when the transformer config
+                drawn from the job generator; ``"reference"`` — the public reference's draw from the *global* torch
+                RNG (seed it with `torch.manual_seed` for a repeatable run; see `reference_input_noise`); ``"none"``;
+                or a callable ``f(pixels [1,3,T,H,W] in −1..1) -> noise`` of the same shape. Applied only when the transformer config
                 has ``add_noise_in_inpaint_model`` (the release does); pixels at exactly −1 get none, as in the
                 reference.
             noise_aug_strength: the augmentation's standard deviation (in −1..1 units).
@@ -320,8 +333,8 @@ class CasperPipeline:
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size: expected None or an integer ≥ 1, got {batch_size!r}")
-        if not callable(noise_augmentation) and noise_augmentation not in ("seeded", "none"):
-            raise ValueError(f"noise_augmentation: expected 'seeded', 'none' or a callable, got {noise_augmentation!r}")
+        if not callable(noise_augmentation) and noise_augmentation not in ("seeded", "reference", "none"):
+            raise ValueError(f"noise_augmentation: expected 'seeded', 'reference', 'none' or a callable, got {noise_augmentation!r}")
         return list(names), trimasks
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -338,6 +351,8 @@ class CasperPipeline:
     def _augmentation_noise(self, pixels, mode, strength, generator) -> torch.Tensor | None:
         if not getattr(self.transformer.config, "add_noise_in_inpaint_model", False) or mode == "none":
             return None
+        if mode == "reference":
+            return reference_input_noise(pixels.shape, strength)
         if callable(mode):
             noise = mode(pixels)
             if tuple(noise.shape) != tuple(pixels.shape):
