@@ -16,7 +16,6 @@ Backends:
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
@@ -46,7 +45,7 @@ class SDPAKernelAttnProcessor:
         self.kernels = list(kernels)
         self.set_priority = set_priority
         self.fused = fused
-        self.inner = FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0()
+        self.inner = _diffusers_processor(fused)
 
     # The explicit signature matters: diffusers' `Attention.forward` drops every keyword that the processor's
     # `__call__` does not name (a `**kwargs` signature would silently lose `image_rotary_emb`, i.e. RoPE).
@@ -102,10 +101,17 @@ def set_attention_backend(
         if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
             transformer.set_attn_processor(SDPAKernelAttnProcessor(_HOPPER_PRIORITY, set_priority=True, fused=fused))
             return "auto (cudnn > flash > efficient > math)"
-        transformer.set_attn_processor(FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0())
+        transformer.set_attn_processor(_diffusers_processor(fused))
         return "auto (pytorch default)"
     transformer.set_attn_processor(SDPAKernelAttnProcessor(_KERNELS[backend], fused=fused))
     return backend
+
+
+def _diffusers_processor(fused: bool):
+    # diffusers is imported here, not at module level: `import casper_core` must work without it.
+    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
+
+    return FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0()
 
 
 def fuse_qkv_projections(transformer: torch.nn.Module) -> None:

@@ -344,3 +344,16 @@ def test_pipeline_output_does_not_depend_on_the_offload_mode(release, gpu_mode_r
     video, masks = _tiny_video_and_masks()
     result = pipeline(video, build_trimask_jobs(video, masks), steps=1, seed=0)
     torch.testing.assert_close(result.videos, gpu_mode_result[0].videos, rtol=1e-5, atol=1e-5)
+
+
+def test_importing_casper_core_needs_neither_diffusers_nor_transformers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, casper_core, casper_core.loading, casper_core.memory, casper_core.attention, "
+        "casper_core.model_files, casper_core.testing\n"
+        "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
