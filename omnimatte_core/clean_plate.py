@@ -102,17 +102,23 @@ def _check_width(value, name: str) -> int:
     return value
 
 
+def _any_in_window(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Along ``dim``, whether any of ``width`` neighbours (``width // 2`` before) is set, by a running sum: the cost
+    does not grow with ``width`` (a max-pool of width 21 is ~10x slower on the CPU)."""
+    before, after = width // 2, width - 1 - width // 2
+    x = x.movedim(dim, -1).to(torch.int32)
+    x = F.pad(x, (before + 1, after))  # one extra zero in front so window sums are differences of the cumsum
+    running = x.cumsum(dim=-1, dtype=torch.int32)
+    return (running[..., width:] - running[..., :-width] > 0).movedim(-1, dim)
+
+
 def dilate_masks(masks: torch.Tensor, width: int) -> torch.Tensor:
-    """Dilate boolean masks ``[..., H, W]`` with a ``width x width`` square (the trimask's footprint). Returns bool."""
+    """Dilate boolean masks ``[..., H, W]`` with a ``width x width`` square (the trimask's footprint, anchored like
+    OpenCV's default). Returns bool, same shape."""
     if width <= 1:
         return masks.bool()
-    shape = masks.shape
-    flat = masks.reshape(-1, 1, *shape[-2:]).float()
-    before, after = width // 2, width - 1 - width // 2
-    # a square is separable: a row pass then a column pass costs 2*width instead of width**2 per pixel
-    rows = F.max_pool2d(F.pad(flat, (before, after, 0, 0)), kernel_size=(1, width), stride=1)
-    grown = F.max_pool2d(F.pad(rows, (0, 0, before, after)), kernel_size=(width, 1), stride=1)
-    return (grown > 0.5).reshape(shape)
+    # a square is separable: rows, then columns
+    return _any_in_window(_any_in_window(masks.bool(), width, -1), width, -2)
 
 
 # --------------------------------------------------------------------------------------------------------------------
