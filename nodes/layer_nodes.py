@@ -118,8 +118,9 @@ class GenOmnimatteCompositeLayers:
 
 
 class GenOmnimatteEditLayers:
-    DESCRIPTION = ("Edit layers before compositing: drop or keep layers, change their order, shift a layer in time, "
-                   "fade a layer's opacity, swap in a new background.")
+    DESCRIPTION = ("Edit layers before compositing: put them over a new background, drop layers (the object and its "
+                   "effects vanish), set a front-to-back order, retime one layer (shift, speed) and fade it. Applied "
+                   "in that order.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("OMNIMATTE_LAYERS",)
     RETURN_NAMES = ("layers",)
@@ -130,51 +131,52 @@ class GenOmnimatteEditLayers:
     def INPUT_TYPES(cls):
         return {"required": {
             "layers": ("OMNIMATTE_LAYERS", {"tooltip": "The layers to edit."}),
-            "keep_layers": ("STRING", {"default": "all", "tooltip": "Comma-separated layer indices (0-based) or names "
-                                                                    "to keep, in the front-to-back order you want; "
-                                                                    "'all' keeps every layer."}),
-            "fix_order": ("BOOLEAN", {"default": False, "tooltip": "Use the keep_layers order (front to back) in "
-                                                                   "every frame instead of the depth order."}),
-            "layer": ("INT", {"default": 0, "min": 0, "max": 63, "tooltip": "The layer that time_offset and "
-                                                                            "opacity apply to (index after "
-                                                                            "keep_layers)."}),
-            "time_offset": ("INT", {"default": 0, "min": -10000, "max": 10000,
-                                    "tooltip": "Shift that layer by this many frames (positive = later); frames "
-                                               "shifted in are transparent."}),
+            "drop_layers": ("STRING", {"default": "", "tooltip": "Layers to remove: indices (0 = first object) or "
+                                                                 "names, comma separated; empty keeps all."}),
+            "order": ("STRING", {"default": "", "tooltip": "Front-to-back order for every frame after dropping, "
+                                                           "e.g. '1,0'; empty keeps the per-frame depth order."}),
+            "layer": ("STRING", {"default": "0", "tooltip": "The layer to retime and fade (index after dropping, "
+                                                            "or name)."}),
+            "shift_frames": ("FLOAT", {"default": 0.0, "min": -10000.0, "max": 10000.0, "step": 1.0,
+                                       "tooltip": "Start that layer this many frames later (negative: earlier); "
+                                                  "frames outside its clip are transparent."}),
+            "speed": ("FLOAT", {"default": 1.0, "min": 0.05, "max": 20.0, "step": 0.05,
+                                "tooltip": "Playback speed of that layer (0.5 = slow motion)."}),
+            "fade_in": ("INT", {"default": 0, "min": 0, "max": 10000,
+                                "tooltip": "Frames over which that layer fades in from the first frame."}),
+            "fade_out": ("INT", {"default": 0, "min": 0, "max": 10000,
+                                 "tooltip": "Frames over which that layer fades out before the last frame."}),
             "opacity": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "Multiply that layer's alpha (0 hides it, 1 leaves it)."}),
         }, "optional": {
-            "new_background": ("IMAGE", {"tooltip": "Replace the background (same frames and size, or one still "
-                                                    "image)."}),
+            "new_background": ("IMAGE", {"tooltip": "Replace the background: a video with at least the layers' frame "
+                                                    "count, or one image (used for every frame); resized to fit."}),
+            "background_fit": (["cover", "stretch"], {"default": "cover",
+                                                      "tooltip": "cover: scale and centre-crop (keeps proportions); "
+                                                                 "stretch: scale to the size exactly."}),
         }}
 
-    @classmethod
-    def VALIDATE_INPUTS(cls, keep_layers="all", **_):
-        if isinstance(keep_layers, str) and not keep_layers.strip():
-            return "keep_layers is empty: write 'all' or the layers to keep, e.g. '0,2'"
-        return True
-
-    def edit(self, layers, keep_layers, fix_order, layer, time_offset, opacity, new_background=None):
+    def edit(self, layers, drop_layers, order, layer, shift_frames, speed, fade_in, fade_out, opacity,
+             new_background=None, background_fit="cover"):
         editing = _core("editing")
         if new_background is not None:
-            layers = layers.replace(background=_video_like(new_background, layers, "new_background"))
-        if keep_layers.strip().lower() != "all":
-            wanted = []
-            for item in (s.strip() for s in keep_layers.split(",") if s.strip()):
-                if item.lstrip("-").isdigit():
-                    wanted.append(int(item))
-                elif item in layers.names:
-                    wanted.append(layers.names.index(item))
-                else:
-                    raise ValueError(f"keep_layers: {item!r} is neither a layer index (0..{layers.num_layers - 1}) "
-                                     f"nor a layer name ({', '.join(layers.names)})")
-            layers = editing.select_layers(layers, wanted)
-            if fix_order:
-                layers = editing.reorder_layers(layers, list(range(layers.num_layers)))
-        if layer >= layers.num_layers:
-            raise ValueError(f"layer {layer} but only {layers.num_layers} layers remain (0..{layers.num_layers - 1})")
-        if time_offset:
-            layers = editing.retime_layer(layers, layer, time_offset)
-        if opacity != 1.0:
-            layers = editing.fade_layer(layers, layer, opacity)
+            layers = editing.with_background(layers, image_to_video(new_background, "new_background"),
+                                             fit=background_fit)
+        dropped = [_layer_ref(item) for item in drop_layers.split(",") if item.strip()]
+        if dropped:
+            layers = editing.drop_layers(layers, dropped)
+        if order.strip():
+            layers = editing.reorder_layers(layers, order)
+        target = _layer_ref(layer)
+        if shift_frames != 0 or speed != 1.0:
+            layers = editing.retime_layer(layers, target, shift=float(shift_frames), speed=float(speed))
+        if fade_in or fade_out or opacity != 1.0:
+            layers = editing.fade_layer(layers, target, fade_in=int(fade_in), fade_out=int(fade_out),
+                                        opacity=float(opacity))
         return (layers,)
+
+
+def _layer_ref(text: str):
+    """'2' → 2 (an index), anything else → a layer name."""
+    text = str(text).strip()
+    return int(text) if text.lstrip("-").isdigit() else text

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE_NODES = ROOT / "tests" / "nodes" / "fixtures" / "comfyui_core_nodes.json"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 COLUMN_WIDTH, NODE_WIDTH, GAP = 380, 330, 40
+# The README's file names: the dropdown lists what lies in the user's models folder, these are what it should hold.
+MODEL_FILES = {"base_model": "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP",
+               "casper_weights": "casper_cogvideox_fun_v1.5.safetensors"}
 GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b", "#88A", "#b58b2a"]
 
 
@@ -113,7 +116,7 @@ class Graph:
         bottom = max(n["pos"][1] + n["size"][1] for n in members) + 20
         self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [left, top, right - left,
                                                                                       bottom - top],
-                            "color": GROUP_COLOURS[len(self.groups) % len(GROUP_COLOURS)], "font_size": 24,
+                            "color": GROUP_COLOURS[len(self.groups) % len(GROUP_COLOURS)], "font_size": 20,
                             "flags": {}})
 
     def below(self, node: dict) -> float:
@@ -140,11 +143,11 @@ def video_input(g: Graph, column: int, y: float, file: str, title: str):
 def weight_free(g: Graph):
     """(b) Demo Scene → Clean Plate → Fit → Order → Composite → Save Layers (+ previews, a composite video)."""
     demo = g.add("GenOmnimatteDemoScene", 0, 80)
-    g.group("1. Input: a synthetic locked-off shot", [demo])
+    g.group("1. Synthetic shot", [demo])
     plate = g.add("GenOmnimatteCleanPlate", 1, 80)
     g.connect(demo, "video", plate, "video")
     g.connect(demo, "object_masks", plate, "object_masks")
-    g.group("2. Weight-free clean plate", [plate])
+    g.group("2. Clean plate", [plate])
     fit = g.add("GenOmnimatteFitLayers", 2, 80, preset="preview", layer_names="shadow_object,reflection_object")
     g.connect(plate, "solo_videos", fit, "solo_videos")
     g.connect(plate, "clean_background", fit, "clean_background")
@@ -153,7 +156,7 @@ def weight_free(g: Graph):
     order = g.add("GenOmnimatteOrderLayersByDepth", 2, g.below(fit), depth_convention="larger is farther")
     g.connect(fit, "layers", order, "layers")
     g.connect(demo, "depth", order, "depth")
-    g.group("3. Fit RGBA layers, order by depth", [fit, order])
+    g.group("3. Fit layers, order", [fit, order])
     composite = g.add("GenOmnimatteCompositeLayers", 3, 80)
     g.connect(order, "layers", composite, "layers")
     g.connect(demo, "video", composite, "video")
@@ -168,7 +171,7 @@ def weight_free(g: Graph):
     g.connect(order, "layers", preview, "layers")
     show = g.add("PreviewImage", 4, g.below(preview))
     g.connect(preview, "preview", show, "images")
-    g.group("5. Save and look at the layers", [save, preview, show])
+    g.group("5. Save, look", [save, preview, show])
 
 
 def casper_inputs(g: Graph, column: int = 0, labels: bool = True):
@@ -186,14 +189,14 @@ def casper_inputs(g: Graph, column: int = 0, labels: bool = True):
         masks = g.add("ImageToMask", column, g.below(mparts), channel="red")
         g.connect(mparts, "images", masks, "image")
         members += [mload, mparts, masks]
-    g.group("1. Input video and object masks (1 = object)", members)
+    g.group("1. Video and masks", members)
     return parts, masks
 
 
 def casper_full(g: Graph):
     """(a) Load Video + label map → trimasks → Casper → fit → order by depth → composite, save."""
     parts, masks = casper_inputs(g)
-    model = g.add("GenOmnimatteLoadCasperModel", 1, 80)
+    model = g.add("GenOmnimatteLoadCasperModel", 1, 80, **MODEL_FILES)
     trimasks = g.add("GenOmnimatteBuildTrimasks", 1, g.below(model))
     g.connect(parts, "images", trimasks, "video")
     g.connect(masks, "object_masks", trimasks, "object_masks")
@@ -203,7 +206,7 @@ def casper_full(g: Graph):
     g.connect(model, "casper_model", remove, "casper_model")
     g.connect(parts, "images", remove, "video")
     g.connect(trimasks, "trimask_jobs", remove, "trimask_jobs")
-    g.group("2. Casper: remove objects with their effects", [model, trimasks, show_tri, remove])
+    g.group("2. Casper removal", [model, trimasks, show_tri, remove])
     fit = g.add("GenOmnimatteFitLayers", 3, 80)
     g.connect(remove, "solo_videos", fit, "solo_videos")
     g.connect(remove, "clean_background", fit, "clean_background")
@@ -213,7 +216,7 @@ def casper_full(g: Graph):
     order = g.add("GenOmnimatteOrderLayersByDepth", 3, g.below(dparts))
     g.connect(fit, "layers", order, "layers")
     g.connect(dparts, "images", order, "depth")
-    g.group("3. Fit RGBA layers, order by depth", [fit, dload, dparts, order])
+    g.group("3. Fit layers, order", [fit, dload, dparts, order])
     composite = g.add("GenOmnimatteCompositeLayers", 4, 80)
     g.connect(order, "layers", composite, "layers")
     g.connect(parts, "images", composite, "video")
@@ -224,13 +227,13 @@ def casper_full(g: Graph):
     g.connect(video, "VIDEO", save_video, "video")
     save = g.add("GenOmnimatteSaveLayers", 4, g.below(save_video))
     g.connect(order, "layers", save, "layers")
-    g.group("4. Recomposite and save the layers", [composite, video, save_video, save])
+    g.group("4. Composite, save", [composite, video, save_video, save])
 
 
 def remove_one(g: Graph):
     """(c) One object's mask → a background-only trimask job → Casper → the video without it and its effects."""
     parts, mask = casper_inputs(g, labels=False)
-    model = g.add("GenOmnimatteLoadCasperModel", 1, 80)
+    model = g.add("GenOmnimatteLoadCasperModel", 1, 80, **MODEL_FILES)
     trimasks = g.add("GenOmnimatteBuildTrimasks", 1, g.below(model), jobs="background only")
     g.connect(parts, "images", trimasks, "video")
     g.connect(mask, "MASK", trimasks, "object_masks")
@@ -240,13 +243,13 @@ def remove_one(g: Graph):
     g.connect(model, "casper_model", remove, "casper_model")
     g.connect(parts, "images", remove, "video")
     g.connect(trimasks, "trimask_jobs", remove, "trimask_jobs")
-    g.group("2. Casper: remove the object with its shadow/reflection", [model, trimasks, show_tri, remove])
+    g.group("2. Casper removal", [model, trimasks, show_tri, remove])
     video = g.add("CreateVideo", 3, 80)
     g.connect(remove, "clean_background", video, "images")
     g.connect(parts, "fps", video, "fps")
     save_video = g.add("SaveVideo", 3, g.below(video), filename_prefix="video/object_removed")
     g.connect(video, "VIDEO", save_video, "video")
-    g.group("3. Save the clean video", [video, save_video])
+    g.group("3. Save the video", [video, save_video])
 
 
 def full_resolution(g: Graph):
@@ -262,8 +265,8 @@ def full_resolution(g: Graph):
     base_masks = g.add("GenOmnimatteMasksFromLabelMap", 1, g.below(scale_labels), title="Masks at the base size",
                        tolerance=12)
     g.connect(scale_labels, "IMAGE", base_masks, "label_map")
-    g.group("2. Down to the base resolution", [scale, scale_labels, base_masks])
-    model = g.add("GenOmnimatteLoadCasperModel", 2, 80)
+    g.group("2. Base resolution", [scale, scale_labels, base_masks])
+    model = g.add("GenOmnimatteLoadCasperModel", 2, 80, **MODEL_FILES)
     trimasks = g.add("GenOmnimatteBuildTrimasks", 2, g.below(model))
     g.connect(scale, "IMAGE", trimasks, "video")
     g.connect(base_masks, "object_masks", trimasks, "object_masks")
@@ -276,13 +279,13 @@ def full_resolution(g: Graph):
     g.connect(remove, "clean_background", fit, "clean_background")
     g.connect(base_masks, "object_masks", fit, "object_masks")
     g.connect(parts, "fps", fit, "fps")
-    g.group("3. Casper and the base fit", [model, trimasks, remove, fit])
+    g.group("3. Casper, base fit", [model, trimasks, remove, fit])
     upscale = g.add("GenOmnimatteUpscaleLayers", 3, 80)
     g.connect(fit, "layers", upscale, "base_layers")
     g.connect(remove, "solo_videos", upscale, "solo_videos")
     g.connect(parts, "images", upscale, "video")
     g.connect(masks, "object_masks", upscale, "object_masks")
-    g.group("4. Bootstrapped full-resolution fit", [upscale])
+    g.group("4. Full res", [upscale])
     composite = g.add("GenOmnimatteCompositeLayers", 4, 80)
     g.connect(upscale, "layers", composite, "layers")
     g.connect(parts, "images", composite, "video")
@@ -293,7 +296,7 @@ def full_resolution(g: Graph):
     g.connect(video, "VIDEO", save_video, "video")
     save = g.add("GenOmnimatteSaveLayers", 4, g.below(save_video), filename_prefix="omnimatte_full_res")
     g.connect(upscale, "layers", save, "layers")
-    g.group("5. Recomposite and save", [composite, video, save_video, save])
+    g.group("5. Composite, save", [composite, video, save_video, save])
 
 
 def new_background(g: Graph):
@@ -307,15 +310,12 @@ def new_background(g: Graph):
     g.connect(plate, "clean_background", fit, "clean_background")
     g.connect(demo, "object_masks", fit, "object_masks")
     g.connect(demo, "fps", fit, "fps")
-    g.group("1. Layers (swap in Casper or your own layers)", [demo, plate, fit])
+    g.group("1. Layers", [demo, plate, fit])
     picture = g.add("LoadImage", 2, 80, title="Load Image (the new background)", image="new_background.png")
-    scaled = g.add("ImageScale", 2, g.below(picture), title="Resize to the layers' size", upscale_method="lanczos",
-                   width=224, height=128, crop="center")
-    g.connect(picture, "IMAGE", scaled, "image")
-    edit = g.add("GenOmnimatteEditLayers", 2, g.below(scaled), keep_layers="0")
+    edit = g.add("GenOmnimatteEditLayers", 2, g.below(picture) + 260, drop_layers="1", background_fit="cover")
     g.connect(fit, "layers", edit, "layers")
-    g.connect(scaled, "IMAGE", edit, "new_background")
-    g.group("2. Keep layer 0 (with its shadow), new background", [picture, scaled, edit])
+    g.connect(picture, "IMAGE", edit, "new_background")
+    g.group("2. Keep layer 0, new background", [picture, edit])
     composite = g.add("GenOmnimatteCompositeLayers", 3, 80, detail_transfer=False)
     g.connect(edit, "layers", composite, "layers")
     video = g.add("CreateVideo", 3, g.below(composite), fps=24.0)
@@ -327,7 +327,7 @@ def new_background(g: Graph):
     save_rgba = g.add("SaveImage", 3, g.below(to_image), title="Save Image (RGBA PNGs of layer 0)",
                       filename_prefix="omnimatte/layer0_rgba")
     g.connect(to_image, "rgba", save_rgba, "images")
-    g.group("3. Recomposite; the layer as RGBA PNGs", [composite, video, save_video, to_image, save_rgba])
+    g.group("3. Composite, RGBA", [composite, video, save_video, to_image, save_rgba])
 
 
 WORKFLOWS = {

@@ -1,0 +1,210 @@
+"""Nodes run on tiny inputs the way ComfyUI calls them: under torch.inference_mode(), with ComfyUI's tensor layouts.
+
+Demo Scene → Clean Plate → Fit (a few steps) → Order → Composite → Layers to IMAGE/MASK → Preview → Edit → Save, plus
+the errors users see for bad input, and stopping on interrupt.
+"""
+import json
+from importlib import import_module
+
+import pytest
+import torch
+
+FRAMES, HEIGHT, WIDTH = 6, 48, 64
+
+
+def node(pack, name):
+    return pack.NODE_CLASS_MAPPINGS[name]()
+
+
+@pytest.fixture(scope="module")
+def scene(pack):
+    with torch.inference_mode():
+        return node(pack, "GenOmnimatteDemoScene").generate(0, 2, FRAMES, WIDTH, HEIGHT, "static")
+
+
+@pytest.fixture(scope="module")
+def fitted(pack, scene):
+    video, masks, depth, fps, _ = scene
+    with torch.inference_mode():
+        background, solos = node(pack, "GenOmnimatteCleanPlate").clean_plate(video, masks, 5)
+        layers, = node(pack, "GenOmnimatteFitLayers").fit(solos, background, masks, "preview", 2, 0, fps,
+                                                          layer_names="a,b")
+    return background, solos, layers
+
+
+def test_demo_scene_outputs_comfy_layouts(scene):
+    video, masks, depth, fps, background = scene
+    assert video.shape == (FRAMES, HEIGHT, WIDTH, 3) and background.shape == video.shape
+    assert masks.shape == (2 * FRAMES, HEIGHT, WIDTH)  # two objects, object after object
+    assert depth.shape == video.shape and fps == 24.0
+    assert 0 < float(masks.mean()) < 0.5 and video.min() >= 0 and video.max() <= 1
+    # each object's masks change over time (the objects move)
+    assert not torch.equal(masks[0], masks[FRAMES - 1])
+
+
+def test_clean_plate_recovers_the_static_background(pack, scene, fitted):
+    video, masks, _, _, true_background = scene
+    background, solos, _ = fitted
+    assert background.shape == video.shape and solos.shape == (2 * FRAMES, HEIGHT, WIDTH, 3)
+    error = (background - true_background).abs().mean()
+    assert error < 0.5 * (video - true_background).abs().mean()
+
+
+def test_fit_under_inference_mode_gives_layers(fitted):
+    _, _, layers = fitted
+    assert layers.rgb.shape == (2, FRAMES, 3, HEIGHT, WIDTH) and layers.alpha.shape == (2, FRAMES, 1, HEIGHT, WIDTH)
+    assert layers.names == ["a", "b"] and layers.fps == 24.0
+    assert not layers.alpha.is_inference()  # usable by later nodes that need autograd
+    assert layers.masks.shape == layers.alpha.shape
+
+
+def test_fit_reports_progress_with_previews_and_stops_on_interrupt(pack, scene, fitted):
+    video, masks, _, fps, _ = scene
+    background, solos, _ = fitted
+    comfy = import_module(f"{pack.__name__}.nodes.comfy_integration")
+    calls = []
+    original = comfy.Progress.__call__
+
+    def spy(self, step, total=None, preview=None):
+        calls.append((step, preview is not None))
+        if step == 2:
+            comfy.request_interrupt()
+        return original(self, step, total, preview)
+
+    comfy.Progress.__call__ = spy
+    try:
+        with torch.inference_mode(), pytest.raises(comfy.Interrupted):
+            node(pack, "GenOmnimatteFitLayers").fit(solos, background, masks, "preview", 50, 0, fps)
+    finally:
+        comfy.Progress.__call__ = original
+        comfy.request_interrupt(False)
+    assert [c[0] for c in calls] == [1, 2]  # stopped at the step where the request came
+    assert calls[0][1]  # step 1 carried a preview image
+
+
+def test_order_composite_and_convert(pack, scene, fitted):
+    video, masks, depth, _, _ = scene
+    _, _, layers = fitted
+    with torch.inference_mode():
+        ordered, first = node(pack, "GenOmnimatteOrderLayersByDepth").order(layers, "larger is farther", 1, 0.0, "",
+                                                                           depth=depth)
+        manual, first_manual = node(pack, "GenOmnimatteOrderLayersByDepth").order(layers, "larger is farther", 1, 0.0,
+                                                                                 "1,0", depth=depth)
+        composite, opacity, transferred = node(pack, "GenOmnimatteCompositeLayers").composite(
+            ordered, True, 0.98, video=video)
+        plain, _, _ = node(pack, "GenOmnimatteCompositeLayers").composite(ordered, False, 0.98)
+        rgba, alpha, rgb, background = node(pack, "GenOmnimatteLayersToImage").convert(ordered, -1)
+        one, one_alpha, _, _ = node(pack, "GenOmnimatteLayersToImage").convert(ordered, 1)
+        preview, = node(pack, "GenOmnimattePreviewLayers").preview(ordered, 8, True)
+    scene_module = import_module(f"{pack.__name__}.omnimatte_core.synthetic")
+    truth = scene_module.make_scene(seed=0, num_objects=2, frames=FRAMES, height=HEIGHT, width=WIDTH)
+    assert torch.equal(ordered.order, truth.order)  # Demo Scene's depth gives the true order
+    assert first == ", ".join(ordered.names[int(i)] for i in truth.order[0])
+    assert manual.order[:, 0].eq(1).all() and first_manual == "b, a"
+    assert composite.shape == video.shape and opacity.shape == (FRAMES, HEIGHT, WIDTH)
+    # detail transfer brings the composite closer to the input than plain compositing
+    assert (composite - video).abs().mean() <= (plain - video).abs().mean()
+    assert rgba.shape == (2 * FRAMES, HEIGHT, WIDTH, 4) and alpha.shape == (2 * FRAMES, HEIGHT, WIDTH)
+    assert torch.equal(rgba[..., 3], alpha) and torch.equal(rgba[..., :3], rgb)
+    assert torch.allclose(alpha[:FRAMES], ordered.alpha[0, :, 0])  # MASK 1 = opaque, layer 0 first
+    assert torch.equal(one_alpha, alpha[FRAMES:]) and background.shape == video.shape
+    assert preview.shape == (FRAMES, HEIGHT, 3 * WIDTH, 3)
+
+
+def test_edit_layers_drop_retime_fade_new_background(pack, fitted):
+    _, _, layers = fitted
+    new_background = torch.zeros(1, 20, 30, 3)
+    new_background[..., 2] = 1.0  # one blue still image, another size
+    with torch.inference_mode():
+        edited, = node(pack, "GenOmnimatteEditLayers").edit(layers, "b", "", "0", 0.0, 1.0, 0, 0, 0.5,
+                                                            new_background=new_background)
+        shifted, = node(pack, "GenOmnimatteEditLayers").edit(layers, "", "1,0", "a", 2.0, 1.0, 0, 0, 1.0)
+    assert edited.num_layers == 1 and edited.names == ["a"]
+    assert torch.allclose(edited.alpha[0], 0.5 * layers.alpha[0], atol=1e-6)
+    assert torch.allclose(edited.background[:, 2], torch.ones(FRAMES, HEIGHT, WIDTH), atol=1e-3)
+    assert shifted.order[:, 0].eq(1).all()
+    assert torch.allclose(shifted.alpha[0, 2:], layers.alpha[0, :-2], atol=1e-5)
+    assert float(shifted.alpha[0, :2].max()) == 0.0  # shifted in: transparent
+
+
+def test_save_layers_writes_a_new_run_folder_each_time(pack, fitted, tmp_path, monkeypatch):
+    _, _, layers = fitted
+    monkeypatch.setenv("COMFYUI_OUTPUT_DIR", str(tmp_path))
+    save = node(pack, "GenOmnimatteSaveLayers")
+    with torch.inference_mode():
+        first = save.save(layers, "run", True, "none", False)
+        second = save.save(layers, "run", True, "none", False)
+    folders = [first["result"][0], second["result"][0]]
+    assert folders[0] != folders[1] and all(f.startswith(str(tmp_path)) for f in folders)
+    manifest = json.loads((tmp_path / "run_0001" / "manifest.json").read_text())
+    assert [layer["name"] for layer in manifest["layers"]] == ["a", "b"] and manifest["frames"] == FRAMES
+    assert len(list((tmp_path / "run_0001" / "layers").rglob("*.png"))) == 2 * FRAMES
+    images = first["ui"]["images"]
+    assert [(tmp_path / i["subfolder"] / i["filename"]).is_file() for i in images] == [True, True]
+
+
+def test_combine_and_label_map_masks(pack, scene):
+    video, masks, *_ = scene
+    combine = node(pack, "GenOmnimatteCombineObjectMasks")
+    combined, count = combine.combine(FRAMES, mask_1=masks[:FRAMES], mask_2=masks[FRAMES:])
+    assert count == 2 and torch.equal(combined, masks)
+    # a label map with values 1 and 2 (0..255 scale) splits back into the same masks
+    label = (masks[:FRAMES] * 1 + masks[FRAMES:] * 2 * (masks[:FRAMES] < 0.5)) / 255.0
+    label_image = label.unsqueeze(-1).expand(-1, -1, -1, 3)
+    split, n, values = node(pack, "GenOmnimatteMasksFromLabelMap").split(label_image, "auto", 0)
+    assert (n, values) == (2, "1,2")
+    assert torch.equal(split[:FRAMES], masks[:FRAMES])
+    assert torch.equal(split[FRAMES:], masks[FRAMES:] * (masks[:FRAMES] < 0.5))
+    reordered, _, values = node(pack, "GenOmnimatteMasksFromLabelMap").split(label_image, "2,1", 0)
+    assert values == "2,1" and torch.equal(reordered[:FRAMES], split[FRAMES:])
+
+
+def test_build_trimasks_with_preview(pack, scene):
+    video, masks, *_ = scene
+    jobs, preview, names = node(pack, "GenOmnimatteBuildTrimasks").build(video, masks, 3, "background + solos")
+    assert names == "background, solo_0, solo_1" and preview.shape == (3 * FRAMES, HEIGHT, WIDTH, 3)
+    assert set(torch.unique(preview).tolist()) <= {0.0, 0.5, 1.0}
+    assert bool((jobs.trimasks[0][masks[:FRAMES] > 0.5] == 1.0).all())  # background job removes object 0
+    only, _, names = node(pack, "GenOmnimatteBuildTrimasks").build(video, masks[:FRAMES], 3, "background only")
+    assert names == "background" and only.trimasks.shape[0] == 1
+
+
+@pytest.mark.parametrize("case", ["frames", "size", "objects", "empty", "none"])
+def test_bad_masks_say_what_to_fix(pack, scene, fitted, case):
+    video, masks, _, fps, _ = scene
+    background, solos, _ = fitted
+    if case == "none":
+        with pytest.raises(ValueError, match="connect at least mask_1"):
+            node(pack, "GenOmnimatteCombineObjectMasks").combine(FRAMES)
+        return
+    bad = {"frames": masks[:-1], "size": masks[:, :-2], "objects": masks[:FRAMES],
+           "empty": torch.cat([masks[:FRAMES], torch.zeros_like(masks[:FRAMES])])}[case]
+    expected = {"frames": "not a whole number of objects", "size": "resize the masks",
+                "objects": "one mask per solo video", "empty": "empty in every frame"}[case]
+    with pytest.raises(ValueError, match=expected):
+        node(pack, "GenOmnimatteFitLayers").fit(solos, background, bad, "preview", 1, 0, fps)
+    if case in ("frames", "size", "empty"):
+        with pytest.raises(ValueError, match=expected):
+            node(pack, "GenOmnimatteCleanPlate").clean_plate(video, bad, 5)
+        with pytest.raises(ValueError, match=expected):
+            node(pack, "GenOmnimatteBuildTrimasks").build(video, bad, 3, "background + solos")
+
+
+def test_load_casper_model_errors_before_loading(pack, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(tmp_path))
+    load = node(pack, "GenOmnimatteLoadCasperModel")
+    base = tmp_path / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP"
+    (base / "transformer").mkdir(parents=True)
+    (tmp_path / "casper").mkdir()
+    (tmp_path / "casper" / "casper.safetensors").write_bytes(b"")
+    spec = load.INPUT_TYPES()["required"]
+    assert spec["base_model"][0] == ["CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP"]
+    assert spec["casper_weights"][0] == ["casper.safetensors"]
+    with pytest.raises(FileNotFoundError, match="lacks the subfolder"):
+        load.load("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper.safetensors", "bf16", "gpu", "auto", True)
+    with pytest.raises(FileNotFoundError, match="no folder 'missing'"):
+        load.load("CogVideoX_Fun/missing", "casper.safetensors", "bf16", "gpu", "auto", True)
+    with pytest.raises(ValueError, match="base_model must be"):
+        load.load("../../etc", "casper.safetensors", "bf16", "gpu", "auto", True)
+    with pytest.raises(FileNotFoundError, match="put the Casper transformer"):
+        load.load("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "other.safetensors", "bf16", "gpu", "auto", True)
