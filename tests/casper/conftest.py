@@ -35,18 +35,3 @@ def tiny_components(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_components):
     return CasperPipeline(**tiny_components)
-
-
-def make_video(frames, height=16, width=16, seed=0):
-    """A random ``[T,H,W,3]`` video in 0..1."""
-    return torch.rand(frames, height, width, 3, generator=torch.Generator().manual_seed(seed))
-
-
-def make_masks(frames, height=16, width=16):
-    """Two object masks ``[2,T,H,W]``: a square top-left and a moving bar bottom-right."""
-    masks = torch.zeros(2, frames, height, width)
-    masks[0, :, 1 : height // 2, 1 : width // 2] = 1.0
-    for t in range(frames):
-        x = (t % (width // 2)) + width // 4
-        masks[1, t, height // 2 :, x : x + 3] = 1.0
-    return masks

@@ -1,0 +1,187 @@
+"""CasperPipeline on a tiny random model: lengths and sizes, determinism, batching, progress, input errors."""
+import pytest
+import torch
+
+from casper_core import CasperPipeline, TrimaskJobs, build_trimask_jobs
+
+
+def make_video(frames, height=16, width=16, seed=0):
+    """A random ``[T,H,W,3]`` video in 0..1."""
+    return torch.rand(frames, height, width, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def make_masks(frames, height=16, width=16):
+    """Two object masks ``[2,T,H,W]``: a square top-left and a moving bar bottom-right."""
+    masks = torch.zeros(2, frames, height, width)
+    masks[0, :, 1 : height // 2, 1 : width // 2] = 1.0
+    for t in range(frames):
+        x = (t % (width // 2)) + width // 4
+        masks[1, t, height // 2 :, x : x + 3] = 1.0
+    return masks
+
+
+@pytest.mark.parametrize("frames", [1, 9, 85, 100, 197])
+def test_output_has_the_input_length_and_size(tiny_pipe, frames):
+    video = make_video(frames)
+    jobs = build_trimask_jobs(video, make_masks(frames)[:1], dilate=3)
+    calls = []
+    result = tiny_pipe(video, jobs, steps=1, progress=lambda step, total: calls.append((step, total)))
+    assert result.names == ["background"]
+    assert result.videos.shape == (1, frames, 16, 16, 3) and result.videos.dtype == torch.float32
+    assert 0.0 <= result.videos.min() and result.videos.max() <= 1.0
+    assert result.videos.std() > 0.01  # a real decoded video, not a constant
+    assert calls == [(1, 1)]
+
+
+def test_multidiffusion_lengths_with_small_windows(tiny_pipe):
+    video = make_video(30)
+    jobs = build_trimask_jobs(video, make_masks(30), dilate=3)
+    result = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4)
+    assert result.names == ["background", "solo_0", "solo_1"]
+    assert result.videos.shape == (3, 30, 16, 16, 3)
+
+
+def test_same_seed_same_output_other_seed_other_output(tiny_pipe):
+    video = make_video(9, 16, 32)
+    jobs = build_trimask_jobs(video, make_masks(9, 16, 32), dilate=3)
+    first = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4).videos
+    again = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4).videos
+    other = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4, seed=1).videos
+    assert torch.equal(first, again)
+    assert (first - other).abs().max() > 1e-3
+
+
+def test_batched_jobs_equal_jobs_run_one_by_one(tiny_pipe):
+    video = make_video(13)
+    jobs = build_trimask_jobs(video, make_masks(13), dilate=3)
+    kwargs = dict(steps=2, window_frames=9, overlap_frames=4)
+    batched = tiny_pipe(video, jobs, **kwargs)
+    one_by_one = tiny_pipe(video, jobs, batch_size=1, **kwargs)
+    alone = tiny_pipe(video, jobs.select(["solo_1"]), **kwargs)
+    assert batched.names == one_by_one.names == jobs.names
+    torch.testing.assert_close(batched.videos, one_by_one.videos, rtol=0, atol=1e-5)
+    torch.testing.assert_close(batched["solo_1"], alone["solo_1"], rtol=0, atol=1e-5)
+    # the jobs really differ (different trimasks → different outputs)
+    assert (batched.videos[0] - batched.videos[1]).abs().max() > 1e-3
+
+
+def test_a_trimask_tensor_is_accepted_and_neutral_values_are_snapped(tiny_pipe):
+    video = make_video(5)
+    trimask = torch.full((5, 16, 16), 0.5)
+    trimask[:, 4:12, 4:12] = 1.0
+    exact = tiny_pipe(video, trimask, steps=1, window_frames=9, overlap_frames=4)
+    snapped = tiny_pipe(video, trimask.clamp(0.3, 0.9) + 0.05, steps=1, window_frames=9, overlap_frames=4)  # 0.55 / 0.95
+    assert exact.names == ["job_0"]
+    assert torch.equal(exact.videos, snapped.videos)
+
+
+def test_guidance_runs_the_negative_prompt(tiny_pipe):
+    video = make_video(5)
+    jobs = build_trimask_jobs(video, make_masks(5)[:1], dilate=3)
+    plain = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4).videos
+    guided = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4, guidance_scale=3.0, negative_prompt="blurry").videos
+    guided_other = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4, guidance_scale=3.0, negative_prompt="a dog").videos
+    assert (plain - guided).abs().max() > 1e-4
+    assert (guided - guided_other).abs().max() > 1e-5
+
+
+def test_noise_augmentation_follows_the_config_flag(tiny_pipe, tiny_components):
+    video = make_video(5)
+    jobs = build_trimask_jobs(video, make_masks(5)[:1], dilate=3)
+    kwargs = dict(steps=1, window_frames=9, overlap_frames=4)
+    seeded = tiny_pipe(video, jobs, **kwargs).videos
+    none = tiny_pipe(video, jobs, noise_augmentation="none", **kwargs).videos
+    assert (seeded - none).abs().max() > 1e-5
+    torch.manual_seed(7)
+    reference_a = tiny_pipe(video, jobs, noise_augmentation="reference", **kwargs).videos
+    torch.manual_seed(7)
+    reference_b = tiny_pipe(video, jobs, noise_augmentation="reference", **kwargs).videos
+    assert torch.equal(reference_a, reference_b)
+    flag_off = CasperPipeline(**tiny_components)
+    flag_off.transformer.register_to_config(add_noise_in_inpaint_model=False)
+    try:
+        assert torch.equal(flag_off(video, jobs, **kwargs).videos, none)
+    finally:
+        tiny_components["transformer"].register_to_config(add_noise_in_inpaint_model=True)
+
+
+def test_working_size_resizes_and_returns_the_input_size(tiny_pipe):
+    video = make_video(5, 20, 28)
+    jobs = build_trimask_jobs(video, make_masks(5, 20, 28), dilate=3)
+    result = tiny_pipe(video, jobs, steps=1, window_frames=9, overlap_frames=4, height=16, width=32)
+    assert result.videos.shape == (3, 5, 20, 28, 3)
+
+
+def test_progress_can_interrupt_within_one_step(tiny_pipe):
+    video = make_video(5)
+    jobs = build_trimask_jobs(video, make_masks(5), dilate=3)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def progress(step, total):
+        seen.append((step, total))
+        raise Stop
+
+    calls = []
+    handle = tiny_pipe.transformer.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(Stop):
+            tiny_pipe(video, jobs, steps=5, batch_size=1, window_frames=13, overlap_frames=8, progress=progress)
+    finally:
+        handle.remove()
+    assert seen == [(1, 15)]  # 5 steps × 3 batches of one job
+    assert len(calls) == 1  # one window (13 frames → 4 latents): stopped after the first transformer call
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(video=make_video(5, 16, 24)), "width"),
+        (dict(video=make_video(5, 20, 16)), "height"),
+        (dict(jobs=torch.zeros(1, 4, 16, 16)), "frames"),
+        (dict(jobs=torch.zeros(1, 5, 16, 32)), "size"),
+        (dict(jobs=torch.zeros(0, 5, 16, 16)), "no trimask jobs"),
+        (dict(video=torch.zeros(5, 16, 16)), "video"),
+        (dict(video=torch.zeros(5, 16, 16, 3, dtype=torch.uint8)), "video"),
+        (dict(steps=0), "steps"),
+        (dict(guidance_scale=0.5), "guidance_scale"),
+        (dict(overlap_frames=8, window_frames=9), "overlap_frames"),
+        (dict(window_frames=2), "window_frames"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(height=16), "height, width"),
+        (dict(height=20, width=16), "height"),
+        (dict(noise_augmentation="random"), "noise_augmentation"),
+    ],
+)
+def test_bad_inputs_are_refused_with_the_argument_named(tiny_pipe, change, match):
+    kwargs = dict(video=make_video(5), steps=1, window_frames=9, overlap_frames=4)
+    kwargs.update(change)
+    video = kwargs.pop("video")
+    jobs = kwargs.pop("jobs", None)
+    if jobs is None:  # trimasks that fit the video, so only the changed argument is wrong
+        jobs = torch.full((1, *video.shape[:3]), 0.5)
+    with pytest.raises(ValueError, match=match):
+        tiny_pipe(video, jobs, **kwargs)
+
+
+def test_jobs_of_the_wrong_type_are_refused(tiny_pipe):
+    with pytest.raises(TypeError, match="jobs"):
+        tiny_pipe(make_video(5), [[0.5]], steps=1)
+
+
+def test_components_keep_their_names_and_a_non_inpaint_transformer_is_refused(tiny_components):
+    pipe = CasperPipeline(**tiny_components)
+    for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
+        assert getattr(pipe, name) is tiny_components[name]
+    assert pipe.execution_device == torch.device("cpu")
+    pipe.set_execution_device("cpu")
+    assert pipe.execution_device == torch.device("cpu")
+    from diffusers import CogVideoXTransformer3DModel
+
+    plain = CogVideoXTransformer3DModel.from_config(
+        {**dict(tiny_components["transformer"].config), "in_channels": 16}
+    )
+    with pytest.raises(ValueError, match="in_channels"):
+        CasperPipeline(**{**tiny_components, "transformer": plain})
