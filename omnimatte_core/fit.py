@@ -1,0 +1,407 @@
+"""Fitting RGBA omnimatte layers: every object of a video in one optimisation.
+
+For object i the inputs are its *solo* video (background + object i + its effects, e.g. Casper's solo job), the clean
+background video and the object's mask. A small U-Net per object predicts, for every frame, an RGB layer and an alpha
+such that ``α·rgb + (1 − α)·background`` reconstructs the solo video, while sparsity keeps alpha at zero wherever the
+solo video equals the background. What differs from the background but lies outside the object mask — shadows,
+reflections, dust — therefore lands in the object's own layer.
+
+Two stages (supplement Sec. D): ``fit_layers`` at the base resolution, then ``fit_layers_full_res`` at the input's
+resolution, initialised from and supervised by the upsampled base layers.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import losses
+from .networks import LayerUNet
+from .presets import FitConfig, resolve_config
+
+ProgressCallback = Callable[[int, int, "torch.Tensor | None"], None]
+
+
+@dataclass
+class FittedLayers:
+    """The fitted layers, on the CPU.
+
+    rgb:   ``[N, T, 3, H, W]`` straight (not premultiplied) colour in 0..1.
+    alpha: ``[N, T, 1, H, W]`` opacity in 0..1.
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor
+    steps: int
+    seconds: float
+    config: FitConfig
+    device: str = "cpu"
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def num_layers(self) -> int:
+        return self.rgb.shape[0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _check_video(name: str, x, ndim: int, channels: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != ndim or x.shape[-3] != channels:
+        layout = "[N,T,C,H,W]" if ndim == 5 else "[T,C,H,W]"
+        raise ValueError(f"{name} must have shape {layout} with C={channels}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor with values in 0..1, got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf values; expected finite values in 0..1")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(f"{name} must have values in 0..1, got range [{lo:.4g}, {hi:.4g}]")
+    return x
+
+
+def check_fit_inputs(solos: torch.Tensor, background: torch.Tensor, masks: torch.Tensor) -> None:
+    """Raise ``ValueError``/``TypeError`` naming the argument when the inputs of a fit do not fit together."""
+    _check_video("solos", solos, 5, 3)
+    _check_video("background", background, 4, 3)
+    _check_video("masks", masks, 5, 1)
+    n, t, _, h, w = solos.shape
+    if n < 1:
+        raise ValueError("solos must hold at least one object (N >= 1), got N = 0")
+    if background.shape[0] != t:
+        raise ValueError(f"background has {background.shape[0]} frames but solos have {t}; expected the same count")
+    if tuple(background.shape[-2:]) != (h, w):
+        raise ValueError(f"background is {tuple(background.shape[-2:])} (H, W) but solos are {(h, w)}; "
+                         "expected the same size")
+    if masks.shape[0] != n:
+        raise ValueError(f"masks has {masks.shape[0]} objects but solos have {n}; expected one mask video per solo")
+    if masks.shape[1] != t:
+        raise ValueError(f"masks have {masks.shape[1]} frames but solos have {t}; expected the same count")
+    if tuple(masks.shape[-2:]) != (h, w):
+        raise ValueError(f"masks are {tuple(masks.shape[-2:])} (H, W) but solos are {(h, w)}; expected the same size")
+    if min(h, w) < 8:
+        raise ValueError(f"solos must be at least 8×8 pixels, got {h}×{w}")
+    coverage = (masks > 0.5).flatten(1).float().mean(1)
+    for i, c in enumerate(coverage.tolist()):
+        if c == 0.0:
+            raise ValueError(f"masks[{i}] is empty in every frame; expected the object to be marked in some frame")
+        if c == 1.0:
+            raise ValueError(f"masks[{i}] covers every pixel of every frame; expected a mask of one object, "
+                             "with background around it")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running the networks
+
+
+def _default_device(device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _stack_objects(x: torch.Tensor) -> torch.Tensor:
+    """``[B, N, C, H, W] → [B, N·C, H, W]`` (grouped-convolution layout)."""
+    b, n, c, h, w = x.shape
+    return x.reshape(b, n * c, h, w)
+
+
+class _LayerModel:
+    """Maps network outputs to RGB and alpha.
+
+    Alpha is ``sigmoid(init_logit + out_α)``. The colour is the one that makes the layer reproduce the solo video
+    exactly at the current alpha, ``bg + (solo − bg)/α``, plus a learned residual ``out_rgb``, clamped to 0..1.
+    Starting the colour there removes the slow valley of the plain formulation (a shadow can be "opaque darkened
+    background" or "translucent black": sparsity must drag alpha and colour along together); with the colour tied
+    to alpha, sparsity lowers alpha straight to the least opacity that still explains the solo video, and the
+    reconstruction pushes back exactly where the colour would have to leave 0..1.
+    """
+
+    def __init__(self, net: LayerUNet, num_objects: int):
+        self.net = net
+        self.n = num_objects
+
+    def __call__(self, features: torch.Tensor, solo: torch.Tensor, background: torch.Tensor,
+                 init_logit: torch.Tensor):
+        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit ``[B,N,1,H,W]`` → rgb, alpha."""
+        b, n, _, h, w = features.shape
+        out = self.net(_stack_objects(features)).float().reshape(b, n, 4, h, w)
+        alpha = torch.sigmoid(init_logit + out[:, :, 3:])
+        exact = (background + (solo - background) / alpha.clamp_min(1e-3)).clamp(0.0, 1.0)
+        rgb = exact + out[:, :, :3]
+        # The residual is clamped in the forward pass only: a hard clamp would stop its gradients for good once a
+        # colour overshoots, and it could never come back.
+        rgb = rgb + (rgb.clamp(0.0, 1.0) - rgb).detach()
+        return rgb, alpha
+
+
+def _autocast(device: torch.device):
+    # bf16 convolutions on the GPU (twice the throughput, same quality for these small nets); fp32 on the CPU.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _mask_weight(config: FitConfig, step: int) -> float:
+    if config.mask_off_step is not None:
+        return config.mask_weight if step < config.mask_off_step else 0.0
+    end = max(1.0, config.mask_decay_end * config.steps)
+    return config.mask_weight * max(0.0, 1.0 - step / end)
+
+
+def _preview(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The first object's layer of one frame over a checkerboard, ``[H, W, 3]`` on the CPU."""
+    rgb, alpha = rgb[0, 0].float(), alpha[0, 0].float()
+    h, w = rgb.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, device=rgb.device), torch.arange(w, device=rgb.device), indexing="ij")
+    checker = (((yy // 8) + (xx // 8)) % 2).to(rgb.dtype) * 0.3 + 0.5
+    return (alpha * rgb + (1 - alpha) * checker).permute(1, 2, 0).detach().cpu()
+
+
+def _optimise(
+    *,
+    config: FitConfig,
+    features: torch.Tensor,
+    solos: torch.Tensor,
+    background: torch.Tensor,
+    masks: torch.Tensor,
+    init_logit: torch.Tensor,
+    alpha_target: torch.Tensor | None,
+    alpha_weight_map: torch.Tensor | None,
+    seed: int,
+    device: torch.device,
+    progress: ProgressCallback | None,
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``."""
+    t, n = solos.shape[:2]
+    torch.manual_seed(seed)  # network initialisation; frame sampling has its own generator below
+    net = LayerUNet(groups=n, in_channels=features.shape[2], width=config.width).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    model = _LayerModel(net, n)
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
+    milestones = sorted({max(1, int(round(f * config.steps))) for f in config.lr_milestones})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=config.lr_gamma)
+    sampler = torch.Generator().manual_seed(seed)
+    batch = min(config.batch_frames, t)
+
+    coverage = masks.transpose(0, 1).reshape(n, -1).mean(1)  # [N]
+    sparsity_weight = config.sparsity_weight * (coverage if config.sparsity_by_coverage else torch.ones_like(coverage))
+    history: list[dict] = []
+
+    for step in range(config.steps):
+        idx = torch.randperm(t, generator=sampler)[:batch].to(device)
+        with _autocast(device):
+            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx])
+        composite = losses.over_background(rgb, alpha, background[idx])
+        terms = {
+            "recon": losses.reconstruction(composite, solos[idx], config.recon),
+            "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness),
+        }
+        mask_w = _mask_weight(config, step)
+        if mask_w > 0:
+            terms["mask"] = mask_w * losses.mask_supervision(alpha, masks[idx])
+        if config.mask_inside_weight > 0:
+            terms["mask_inside"] = config.mask_inside_weight * losses.mask_inside(alpha, masks[idx])
+        if alpha_target is not None and config.alpha_weight > 0:
+            terms["alpha"] = config.alpha_weight * losses.alpha_supervision(
+                alpha, alpha_target[idx], alpha_weight_map[idx])
+        loss = sum(v.sum() for v in terms.values())
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+
+        if step % 25 == 0 or step == config.steps - 1:
+            history.append({"step": step, **{k: float(v.detach().sum()) for k, v in terms.items()}})
+        if progress is not None:
+            preview = None
+            if config.preview_every and (step % config.preview_every == 0 or step == config.steps - 1):
+                preview = _preview(rgb, alpha)
+            progress(step + 1, config.steps, preview)
+
+    # Final layers for every frame, in chunks of the training batch size.
+    rgb_out, alpha_out = [], []
+    with torch.no_grad():
+        for start in range(0, t, max(batch, 1)):
+            sl = slice(start, start + batch)
+            with _autocast(device):
+                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl])
+            rgb_out.append(rgb.float().cpu())
+            alpha_out.append(alpha.float().cpu())
+    del net, model, optimiser, scheduler
+    return torch.cat(rgb_out).transpose(0, 1).contiguous(), torch.cat(alpha_out).transpose(0, 1).contiguous(), history
+
+
+def _release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _to_frames_first(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``[N, T, C, H, W]`` (any tensor, inference tensors included) → a fresh ``[T, N, C, H, W]`` fp32 copy."""
+    return x.detach().to(device=device, dtype=torch.float32).transpose(0, 1).contiguous().clone()
+
+
+def minimal_alpha(solo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """The least opacity with which some colour in 0..1 over ``background`` gives ``solo`` (colour unmixing).
+
+    ``solo``/``background`` ``[..., 3, H, W]`` → ``[..., 1, H, W]``. Per channel, a layer darker than the background
+    needs ``α ≥ (bg − solo)/bg`` (a black layer), a brighter one ``α ≥ (solo − bg)/(1 − bg)`` (a white layer); the
+    pixel needs the largest of them. Exactly the alpha of a black shadow, 0 where nothing changed.
+    """
+    diff = solo - background
+    headroom = torch.where(diff < 0, background, 1.0 - background).clamp_min(1e-3)
+    return (diff.abs() / headroom).amax(dim=-3, keepdim=True).clamp(0.0, 1.0)
+
+
+def _features(solo: torch.Tensor, background: torch.Tensor, min_alpha: torch.Tensor, config: FitConfig):
+    """Per-object network input ``[T,N,7,H,W]``: the solo frame, the amplified difference to the background (small
+    differences are what shadows and reflections leave, and an unamplified 0.02 is invisible to a fresh network),
+    and the least opacity that explains the difference."""
+    return torch.cat([solo, config.difference_gain * (solo - background), min_alpha], dim=2)
+
+
+def _logit(p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    p = p.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def fit_layers(
+    solos: torch.Tensor,
+    background: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    preset: str | FitConfig = "default",
+    steps: int | None = None,
+    seed: int = 0,
+    device=None,
+    progress: ProgressCallback | None = None,
+    **overrides,
+) -> FittedLayers:
+    """Fit one RGBA layer per object at the inputs' resolution (the base stage).
+
+    Args:
+        solos: ``[N, T, 3, H, W]`` in 0..1 — per object, the video with only that object (and its effects).
+        background: ``[T, 3, H, W]`` in 0..1 — the clean background video.
+        masks: ``[N, T, 1, H, W]`` in 0..1 — per object, its mask (object only; effects are found by the fit).
+        preset: ``"default"``, ``"preview"``, ``"paper"`` or a ``FitConfig``.
+        steps: optimiser steps (overrides the preset's).
+        seed: seeds network initialisation and frame sampling; identical inputs and seed give identical layers on the
+            CPU (GPU convolutions may differ in the last bits).
+        device: torch device; default CUDA when available.
+        progress: ``progress(step, total, preview)`` after each step; ``preview`` is an ``[H, W, 3]`` image every
+            ``preview_every`` steps, else None. If it raises (e.g. on a user interrupt), fitting stops at once and the
+            exception propagates.
+        **overrides: any ``FitConfig`` field (``lr``, ``batch_frames``, ``sparsity_weight``, …).
+
+    Works inside ``torch.inference_mode()`` (as ComfyUI runs nodes): gradients are enabled locally and inputs copied.
+    Returns layers on the CPU; GPU memory used by the fit is released before returning.
+    """
+    config = resolve_config(preset, "base", steps, **overrides)
+    check_fit_inputs(solos, background, masks)
+    dev = _default_device(device)
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            solo_t = _to_frames_first(solos, dev)
+            bg_t = background.detach().to(device=dev, dtype=torch.float32).clone().unsqueeze(1)
+            mask_t = (_to_frames_first(masks, dev) > 0.5).float()
+            n = solo_t.shape[1]
+            amin = minimal_alpha(solo_t, bg_t)
+            features = _features(solo_t, bg_t, amin, config)
+            # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed) rather than from
+            # alpha 0.5 everywhere: the fit then only has to close object interiors and smooth, not discover effects.
+            init_logit = _logit(amin, 0.02) if config.init_from_minimal_alpha else torch.zeros_like(amin)
+            rgb, alpha, history = _optimise(
+                config=config, features=features, solos=solo_t, background=bg_t.expand_as(solo_t), masks=mask_t,
+                init_logit=init_logit, alpha_target=None, alpha_weight_map=None,
+                seed=seed, device=dev, progress=progress,
+            )
+            del solo_t, bg_t, mask_t, features, init_logit, amin
+    finally:
+        _release_memory(dev)
+    return FittedLayers(rgb=rgb, alpha=alpha, steps=config.steps, seconds=time.perf_counter() - started,
+                        config=config, device=str(dev), history=history)
+
+
+def upsample_layers(base: FittedLayers, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear upsampling of base layers to ``size`` (H, W): rgb ``[N,T,3,H,W]``, alpha ``[N,T,1,H,W]``."""
+    n, t = base.rgb.shape[:2]
+
+    def up(x):
+        y = F.interpolate(x.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+        return y.reshape(n, t, x.shape[2], *size).clamp(0.0, 1.0)
+
+    return up(base.rgb), up(base.alpha)
+
+
+def fit_layers_full_res(
+    solos_hr: torch.Tensor,
+    background_hr: torch.Tensor,
+    masks_hr: torch.Tensor,
+    base: FittedLayers,
+    *,
+    preset: str | FitConfig = "default",
+    steps: int | None = None,
+    seed: int = 0,
+    device=None,
+    progress: ProgressCallback | None = None,
+    **overrides,
+) -> FittedLayers:
+    """Bootstrapped full-resolution fit (supplement Sec. D, "Upsampling optimization").
+
+    Starts from the bilinearly upsampled base layers (RGB and alpha), supervises alpha with the upsampled base alpha
+    (λ_alpha) everywhere except a band around alpha edges, and uses an L1 reconstruction loss, which is robust to
+    details an upsampler may have hallucinated.
+
+    Args:
+        solos_hr, background_hr, masks_hr: as in ``fit_layers``, at the full resolution.
+        base: the result of ``fit_layers`` on the base-resolution versions of the same videos (same N and T).
+        Other arguments as in ``fit_layers``; the preset's ``full_res`` settings are used.
+    """
+    config = resolve_config(preset, "full_res", steps, **overrides)
+    check_fit_inputs(solos_hr, background_hr, masks_hr)
+    if not isinstance(base, FittedLayers):
+        raise TypeError(f"base must be the FittedLayers returned by fit_layers, got {type(base).__name__}")
+    n, t, _, h, w = solos_hr.shape
+    if base.rgb.shape[:2] != (n, t):
+        raise ValueError(f"base has {base.rgb.shape[0]} layers × {base.rgb.shape[1]} frames but solos_hr has "
+                         f"{n} × {t}; expected the same objects and frames")
+    scale = max(h / base.rgb.shape[-2], w / base.rgb.shape[-1])
+    dev = _default_device(device)
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            up_rgb, up_alpha = upsample_layers(base, (h, w))
+            solo_t = _to_frames_first(solos_hr, dev)
+            bg_t = background_hr.detach().to(device=dev, dtype=torch.float32).clone().unsqueeze(1)
+            mask_t = (_to_frames_first(masks_hr, dev) > 0.5).float()
+            up_rgb_t = _to_frames_first(up_rgb, dev)
+            up_alpha_t = _to_frames_first(up_alpha, dev)
+            band = losses.edge_band(up_alpha_t, config.edge_band + int(math.ceil(scale)))
+            features = torch.cat([_features(solo_t, bg_t, minimal_alpha(solo_t, bg_t), config), up_rgb_t, up_alpha_t],
+                                 dim=2)
+            rgb, alpha, history = _optimise(
+                config=config, features=features, solos=solo_t, background=bg_t.expand_as(solo_t), masks=mask_t,
+                init_logit=_logit(up_alpha_t), alpha_target=up_alpha_t,
+                alpha_weight_map=1.0 - band, seed=seed, device=dev, progress=progress,
+            )
+            del solo_t, bg_t, mask_t, up_rgb_t, up_alpha_t, band, features
+    finally:
+        _release_memory(dev)
+    return FittedLayers(rgb=rgb, alpha=alpha, steps=config.steps, seconds=time.perf_counter() - started,
+                        config=config, device=str(dev), history=history)

@@ -1,0 +1,70 @@
+"""The terms of the omnimatte objective (paper Sec. 3.5, supplement Sec. D), each a small function.
+
+Every function returns one value **per object** (shape ``[N]``): the objects are independent problems fitted in one
+optimisation, so each object's loss is a mean over its own pixels and the total is their sum — an object's gradient does
+not depend on how many other objects share the batch.
+
+Tensors are ``[B, N, C, H, W]``: B frames of the batch, N objects.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _mean_per_object(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(0, 1).reshape(x.shape[1], -1).mean(dim=1)
+
+
+def over_background(rgb: torch.Tensor, alpha: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """The layer composited over the background: α·rgb + (1 − α)·bg."""
+    return alpha * rgb + (1.0 - alpha) * background
+
+
+def reconstruction(composite: torch.Tensor, solo: torch.Tensor, metric: str) -> torch.Tensor:
+    """L2 (base stage) or L1 (full-resolution stage, robust to upsampler hallucinations) error to the solo video."""
+    err = composite - solo
+    err = err.square() if metric == "l2" else err.abs()
+    return _mean_per_object(err)
+
+
+def sparsity(alpha: torch.Tensor, beta_l0: float, beta_l1: float, sharpness: float) -> torch.Tensor:
+    """β0·L0-like + β1·L1 alpha sparsity. The L0-like term 2·(σ(k·α) − 0.5) is 0 at α = 0 and near 1 for any
+    clearly visible α, so it favours few non-zero pixels; the L1 term favours small values."""
+    l0 = _mean_per_object(2.0 * (torch.sigmoid(sharpness * alpha) - 0.5))
+    l1 = _mean_per_object(alpha)
+    return beta_l0 * l0 + beta_l1 * l1
+
+
+def mask_supervision(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Balanced L2 between alpha and the object mask: the mean over the mask's pixels plus the mean over the rest,
+    so a small object is pulled as hard as a large one."""
+    sq = (alpha - mask).square()
+    inside = mask.transpose(0, 1).reshape(mask.shape[1], -1)
+    sq = sq.transpose(0, 1).reshape(sq.shape[1], -1)
+    outside = 1.0 - inside
+    return (sq * inside).sum(1) / inside.sum(1).clamp_min(1.0) + (sq * outside).sum(1) / outside.sum(1).clamp_min(1.0)
+
+
+def mask_inside(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L2 between alpha and 1 over the mask's pixels only (objects are opaque where their mask says so)."""
+    sq = ((1.0 - alpha).square() * mask).transpose(0, 1).reshape(mask.shape[1], -1)
+    return sq.sum(1) / mask.transpose(0, 1).reshape(mask.shape[1], -1).sum(1).clamp_min(1.0)
+
+
+def alpha_supervision(alpha: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
+    """L2 to the upsampled base alpha where ``weight_map`` is 1 (away from alpha edges)."""
+    sq = ((alpha - target).square() * weight_map).transpose(0, 1).reshape(alpha.shape[1], -1)
+    w = weight_map.transpose(0, 1).reshape(alpha.shape[1], -1)
+    return sq.sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def edge_band(alpha: torch.Tensor, radius: int) -> torch.Tensor:
+    """1 on a band of ``radius`` pixels around the edges of ``alpha`` ``[..., H, W]`` (where it is neither clearly
+    0 nor clearly 1, widened by a max-filter), 0 elsewhere."""
+    soft = ((alpha > 0.02) & (alpha < 0.98)).to(alpha.dtype)
+    shape = soft.shape
+    flat = soft.reshape(-1, 1, *shape[-2:])
+    if radius > 0:
+        flat = F.max_pool2d(flat, kernel_size=2 * radius + 1, stride=1, padding=radius)
+    return flat.reshape(shape)

@@ -1,0 +1,141 @@
+"""Settings of the omnimatte fit, in one place: the dataclass and the named presets.
+
+The nodes, the command line and the benchmarks all read their defaults from here.
+
+Two stages share one settings type (`FitConfig`):
+- *base*: the paper's first stage (supplement Sec. D) at the removal model's resolution;
+- *full resolution*: the bootstrapped stage, supervised by the upsampled base alpha.
+
+Presets:
+- ``paper``   — the supplement's settings as written: 20 000 steps per stage, 20-frame batches, base loss
+  L2 + λ_sparsity 1 (β0 1, β1 10) + λ_mask 20 decaying; full-res L1 + λ_sparsity 10 + λ_mask 10 (off after
+  2 000 steps) + λ_alpha 20.
+- ``default`` — the same objective with a schedule that converges in a few hundred steps (higher learning rate, faster
+  mask-loss decay, sparsity weighted by how much of the frame the objects cover). Measured in BENCHMARKS.md.
+- ``preview`` — a quick look (about a third of the default's steps).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Hyper-parameters of one fitting stage. Step counts are optimiser steps; fractions are of ``steps``."""
+
+    steps: int = 200
+    batch_frames: int = 4
+    """Frames per optimisation step (the paper's batch size). Clipped to the clip length."""
+    lr: float = 3e-3
+    lr_milestones: tuple[float, ...] = (0.6, 0.85)
+    """Fractions of ``steps`` at which the learning rate is multiplied by ``lr_gamma``."""
+    lr_gamma: float = 0.3
+    width: int = 8
+    """Channels of the first U-Net level (doubled at each of the two lower levels)."""
+
+    difference_gain: float = 8.0
+    """Gain on the ``solo − background`` input feature."""
+    init_from_minimal_alpha: bool = True
+    """Start alpha at the least opacity that explains the solo video (see ``fit.minimal_alpha``) instead of 0.5."""
+
+    recon: str = "l1"
+    """Reconstruction metric: ``l2`` (the paper's base stage) or ``l1`` (the paper's full-resolution stage; our default
+    for both, because its constant gradient keeps faint effects — a shadow on a dark floor — against sparsity)."""
+    sparsity_weight: float = 0.1
+    """λ_sparsity."""
+    beta_l0: float = 1.0
+    """β0: weight of the sigmoid-based L0-like term."""
+    beta_l1: float = 10.0
+    """β1: weight of the L1 term."""
+    l0_sharpness: float = 5.0
+    """k in 2·(sigmoid(k·α) − 0.5), the L0-like sparsity term."""
+    sparsity_by_coverage: bool = True
+    """Multiply the sparsity weight by the mean object-mask coverage, so its pull is the same for small and large
+    objects (the public reimplementation does this too)."""
+
+    mask_weight: float = 20.0
+    """λ_mask at step 0."""
+    mask_decay_end: float = 0.1
+    """Fraction of ``steps`` over which λ_mask decays linearly to zero (the paper: "gradually reduced")."""
+    mask_off_step: int | None = None
+    """If set, λ_mask stays constant and switches off after this many steps (the full-resolution stage: 2 000)."""
+
+    mask_inside_weight: float = 1.0
+    """Weight of a term that never decays and keeps alpha at 1 inside the object mask: the mask says the object is
+    there and opaque, and without it sparsity slowly turns object interiors translucent wherever the object's colour
+    is close to the background's."""
+
+    alpha_weight: float = 0.0
+    """λ_alpha: supervision by the upsampled base alpha (full-resolution stage only)."""
+    edge_band: int = 2
+    """Half-width in pixels (at full resolution, plus the upsampling factor) of the band around alpha edges that
+    the alpha supervision leaves out, so upsampling does not teach aliased boundaries."""
+
+    preview_every: int = 50
+    """Steps between preview images handed to the progress callback."""
+
+    def with_overrides(self, **overrides) -> "FitConfig":
+        """A copy with some fields replaced; unknown names raise ``TypeError`` naming them."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown fit setting(s) {unknown}; known settings: {sorted(known)}")
+        return replace(self, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    base: FitConfig
+    full_res: FitConfig
+    description: str = field(default="", compare=False)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        base=FitConfig(
+            steps=20_000, batch_frames=20, lr=1e-3, lr_milestones=(0.5, 0.75), lr_gamma=0.3, width=16,
+            recon="l2", sparsity_weight=1.0, beta_l0=1.0, beta_l1=10.0,
+            mask_weight=20.0, mask_decay_end=0.5, preview_every=500,
+        ),
+        full_res=FitConfig(
+            steps=20_000, batch_frames=20, lr=1e-3, lr_milestones=(0.5, 0.75), lr_gamma=0.3, width=16,
+            recon="l1", sparsity_weight=10.0, beta_l0=1.0, beta_l1=10.0,
+            mask_weight=10.0, mask_off_step=2_000, alpha_weight=20.0, preview_every=500,
+        ),
+        description="The supplement's settings (Sec. D): 20 000 steps per stage, 20-frame batches.",
+    ),
+    "default": Preset(
+        base=FitConfig(),
+        full_res=FitConfig(
+            steps=300, batch_frames=4, lr=2e-3, recon="l1", sparsity_weight=10.0,
+            mask_weight=10.0, mask_off_step=60, alpha_weight=20.0,
+        ),
+        description="The paper's objective on a schedule that converges in a few hundred steps.",
+    ),
+    "preview": Preset(
+        base=FitConfig(steps=150, batch_frames=4, lr=4e-3, mask_decay_end=0.3),
+        full_res=FitConfig(
+            steps=100, batch_frames=2, lr=3e-3, recon="l1", sparsity_weight=10.0,
+            mask_weight=10.0, mask_off_step=20, alpha_weight=20.0,
+        ),
+        description="A quick look: about a third of the default's steps.",
+    ),
+}
+
+
+def resolve_config(preset: str | FitConfig, stage: str, steps: int | None = None, **overrides) -> FitConfig:
+    """The settings of one stage (``"base"`` or ``"full_res"``) of a named preset, with overrides applied."""
+    if isinstance(preset, FitConfig):
+        config = preset
+    else:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        config = getattr(PRESETS[preset], stage)
+    if steps is not None:
+        if int(steps) < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        overrides["steps"] = int(steps)
+    return config.with_overrides(**overrides) if overrides else config
