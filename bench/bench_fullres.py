@@ -6,7 +6,8 @@
 A synthetic scene (omnimatte_core.synthetic, seed 0) at the full size gives the ground truth. Its solo and background
 videos, area-downsampled to --base-size, stand in for Casper's base-resolution outputs. Measured per stage: seconds,
 peak GPU memory (CUDA) and peak process memory; quality of the full-resolution layers against ground truth; and the
-time to export them (omnimatte_core.export, --formats). Prints a table and writes JSON (never overwritten).
+time to export them (omnimatte_core.export, --formats). Prints a table and writes JSON (never overwritten). In the
+quality table "up" is the base layers bilinearly upsampled (no full-resolution fit), "full" the full-res fit.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ def main() -> None:
     for row in timer.rows:
         gpu = "-" if row["peak_gpu_gb"] is None else f"{row['peak_gpu_gb']:.2f}"
         print(f"{row['stage']:<24}{row['seconds']:>9.1f}{gpu:>13}{row['peak_rss_gb']:>13.2f}")
-    print(f"\n{'layer':<8}{'effect':<12}{'PSNR base↑':>11}{'PSNR full':>11}{'αMAE base↑':>12}{'αMAE full':>11}")
+    print(f"\n{'layer':<8}{'effect':<12}{'PSNR up':>11}{'PSNR full':>11}{'αMAE up':>12}{'αMAE full':>11}")
     for i, (b, f) in enumerate(zip(base_quality, quality)):
         print(f"{i:<8}{f['effect_type']:<12}{b['composite_psnr']:>11.2f}{f['composite_psnr']:>11.2f}"
               f"{b['alpha_mae']:>12.4f}{f['alpha_mae']:>11.4f}")
