@@ -5,8 +5,10 @@ torch, so it works in a ComfyUI without diffusers.
 """
 from __future__ import annotations
 
+import torch
+
 from . import comfy_integration as comfy
-from .tensors import image_to_video, object_masks as to_object_masks, split_objects, video_to_image
+from .tensors import object_masks as to_object_masks
 
 CATEGORY = "Generative Omnimatte/Casper"
 MEMORY_MODES = ("gpu", "model_cpu_offload", "fp8_storage", "fp8_model_cpu_offload", "group_offload",
@@ -149,6 +151,12 @@ class GenOmnimatteCasperRemove:
                                                  "overlapping windows and blended."}),
             "overlap_frames": ("INT", {"default": 16, "min": 0, "max": 96, "step": 4,
                                        "tooltip": "Frames shared by neighbouring windows."}),
+            "width": ("INT", {"default": 672, "min": 0, "max": 4096, "step": 16,
+                              "tooltip": "Working width (multiple of 16); the video is resized to it and the "
+                                         "results back to the input size. 672×384 is what Casper was trained at; "
+                                         "0 = the input width (rounded to 16)."}),
+            "height": ("INT", {"default": 384, "min": 0, "max": 4096, "step": 16,
+                               "tooltip": "Working height (multiple of 16); 0 = the input height (rounded to 16)."}),
         }, "optional": {
             "negative_prompt": ("STRING", {"default": "", "multiline": False,
                                            "tooltip": "Used only when guidance_scale > 1."}),
@@ -163,29 +171,24 @@ class GenOmnimatteCasperRemove:
         return True
 
     def remove(self, casper_model, video, trimask_jobs, prompt, steps, seed, window_frames, overlap_frames,
-               negative_prompt="", guidance_scale=1.0):
+               width, height, negative_prompt="", guidance_scale=1.0):
         frames, height, width = video.shape[:3]
         if tuple(trimask_jobs.trimasks.shape[1:]) != (frames, height, width):
             raise ValueError(f"trimask_jobs are {tuple(trimask_jobs.trimasks.shape[1:])} (frames, H, W) but the video "
                              f"is {(frames, height, width)}; build the trimasks from this video")
+        work_height = int(height) or max(16, round(video.shape[1] / 16) * 16)
+        work_width = int(width) or max(16, round(video.shape[2] / 16) * 16)
+        if work_height % 16 or work_width % 16:
+            raise ValueError(f"width × height {work_width}×{work_height} must be multiples of 16 (0 = the input's)")
         progress = comfy.Progress(steps * len(trimask_jobs))
         result = casper_model(video[..., :3].float(), trimask_jobs, prompt=prompt, negative_prompt=negative_prompt,
                               guidance_scale=guidance_scale, steps=steps, seed=seed, window_frames=window_frames,
-                              overlap_frames=overlap_frames, progress=progress)
+                              overlap_frames=overlap_frames, progress=progress, height=work_height,
+                              width=work_width)
         comfy.free_memory()
         videos = {name: result.videos[i] for i, name in enumerate(result.names)}
         background = videos.get("background", video[..., :3])
         solo_names = sorted((n for n in result.names if n.startswith("solo_")), key=lambda n: int(n.split("_")[1]))
         # One object makes no solo job: its solo video is the input itself.
         solos = [videos[n] for n in solo_names] or [video[..., :3]]
-        import torch
         return (background.float().cpu(), torch.cat([s.float().cpu() for s in solos]))
-
-
-def solo_stack(solo_videos, frames: int):
-    """Object-major IMAGE ``[N·T,H,W,3]`` → ``[N,T,3,H,W]``."""
-    return split_objects(image_to_video(solo_videos, "solo_videos"), frames, "solo_videos")
-
-
-__all__ = ["GenOmnimatteLoadCasperModel", "GenOmnimatteBuildTrimasks", "GenOmnimatteCasperRemove", "solo_stack",
-           "video_to_image"]
