@@ -87,7 +87,7 @@ class CasperPipeline:
         self.compute_dtype: torch.dtype | None = None
         config = transformer.config
         if getattr(config, "patch_size_t", None) is None:
-            raise ValueError("transformer: expected a CogVideoX 1.5 transformer (patch_size_t set), got patch_size_t None")
+            raise ValueError("transformer: expected a CogVideoX 1.5 transformer (patch_size_t set), got None")
         if config.in_channels != 2 * config.out_channels + 1:
             raise ValueError(
                 f"transformer: expected an inpaint transformer with in_channels = 2 × out_channels + 1 "
@@ -181,9 +181,9 @@ class CasperPipeline:
             noise_augmentation: ``"seeded"`` — Gaussian noise × `noise_aug_strength` on the video before encoding,
                 drawn from the job generator; ``"reference"`` — the public reference's draw from the *global* torch
                 RNG (seed it with `torch.manual_seed` for a repeatable run; see `reference_input_noise`); ``"none"``;
-                or a callable ``f(pixels [1,3,T,H,W] in −1..1) -> noise`` of the same shape. Applied only when the transformer config
-                has ``add_noise_in_inpaint_model`` (the release does); pixels at exactly −1 get none, as in the
-                reference.
+                or a callable ``f(pixels [1,3,T,H,W] in −1..1) -> noise`` of the same shape. Applied only when the
+                transformer config has ``add_noise_in_inpaint_model`` (the release does); pixels at exactly −1 get
+                none, as in the reference.
             noise_aug_strength: the augmentation's standard deviation (in −1..1 units).
             generator: a generator shared by all jobs instead of a fresh one per job (the reference's behaviour:
                 then a job's noise depends on the jobs before it, and batching changes the result).
@@ -334,7 +334,9 @@ class CasperPipeline:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size: expected None or an integer ≥ 1, got {batch_size!r}")
         if not callable(noise_augmentation) and noise_augmentation not in ("seeded", "reference", "none"):
-            raise ValueError(f"noise_augmentation: expected 'seeded', 'reference', 'none' or a callable, got {noise_augmentation!r}")
+            raise ValueError(
+                f"noise_augmentation: expected 'seeded', 'reference', 'none' or a callable, got {noise_augmentation!r}"
+            )
         return list(names), trimasks
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
@@ -370,7 +372,8 @@ class CasperPipeline:
         return latents.permute(0, 2, 1, 3, 4).to(self.dtype)
 
     def mask_latents(self, masks: torch.Tensor, num_latents: int, latent_size) -> torch.Tensor:
-        """Mask channel ``[J,F,1,h,w]``: ``1 − trimask`` (keep 1, neutral 128/255, remove 0) on the latent grid × scaling.
+        """Mask channel ``[J,F,1,h,w]``: ``1 − trimask`` (keep 1, neutral 128/255, remove 0) on the latent grid,
+        × the VAE scaling factor.
 
         Frame 0 is resized on its own and frames 1.. together (trilinear, align_corners False), as the VAE treats
         the first frame alone.
@@ -395,10 +398,11 @@ class CasperPipeline:
             from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
             p, p_t = config.patch_size, config.patch_size_t
+            cell = self.vae_scale_factor_spatial * p
             cache[num_latents] = get_3d_rotary_pos_embed(
                 embed_dim=config.attention_head_dim,
                 crops_coords=None,
-                grid_size=(size[0] // (self.vae_scale_factor_spatial * p), size[1] // (self.vae_scale_factor_spatial * p)),
+                grid_size=(size[0] // cell, size[1] // cell),
                 temporal_size=(num_latents + p_t - 1) // p_t,
                 grid_type="slice",
                 max_size=(config.sample_height // p, config.sample_width // p),

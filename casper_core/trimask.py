@@ -177,7 +177,7 @@ def build_trimask_jobs(
 
 
 def dilate_masks(masks: torch.Tensor, width: int) -> torch.Tensor:
-    """Dilate boolean masks ``[..., H, W]`` with a ``width × width`` square, as ``cv2.dilate`` with its default anchor."""
+    """Dilate boolean masks ``[..., H, W]`` with a ``width × width`` square (as ``cv2.dilate``, default anchor)."""
     if width <= 1:
         return masks.bool()
     shape = masks.shape

@@ -2,10 +2,10 @@
 
 diffusers' `AutoencoderKLCogVideoX.decode` decodes latent frames in pairs (with the odd remainder in the first
 chunk) and returns 4F frames for an even F. The reference decodes latent frame 0 alone (spatial upsampling only),
-then pairs (1, 2), (3, 4), …, and — F being even — the last frame alone *with* temporal upsampling (4 frames), carrying
-the causal convolution cache from chunk to chunk. The result is exactly the padded input length. We call diffusers'
-decoder with that chunking; only the single-frame temporal upsampling of the last chunk needs a switch, because
-diffusers' `CogVideoXUpsample3D` upsamples a single frame only in space.
+then pairs (1, 2), (3, 4), …, and — F being even — the last frame alone *with* temporal upsampling (4 frames),
+carrying the causal convolution cache from chunk to chunk. The result is exactly the padded input length. We call
+diffusers' decoder with that chunking; only the single-frame temporal upsampling of the last chunk needs a switch,
+because diffusers' `CogVideoXUpsample3D` upsamples a single frame only in space.
 
 With VAE tiling enabled on the VAE, the same chunking runs per spatial tile and the tiles are blended with the VAE's
 own `blend_v` / `blend_h` (as `AutoencoderKLCogVideoX.tiled_decode` does).
@@ -30,7 +30,7 @@ def decode_chunks(num_latent_frames: int) -> list[tuple[int, int, bool]]:
 
 
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Decode ``[B,C,F,h,w]`` latents (already divided by the scaling factor) to ``[B,3,4(F−1)+1,8h,8w]`` in −1..1."""
+    """Decode ``[B,C,F,h,w]`` latents (divided by the scaling factor) to ``[B,3,4(F−1)+1,8h,8w]`` in −1..1."""
     if getattr(vae, "use_tiling", False) and _needs_tiles(vae, latents):
         return _tiled_decode(vae, latents)
     return _decode_tile(vae, latents)

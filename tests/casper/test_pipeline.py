@@ -70,7 +70,8 @@ def test_a_trimask_tensor_is_accepted_and_neutral_values_are_snapped(tiny_pipe):
     trimask = torch.full((5, 16, 16), 0.5)
     trimask[:, 4:12, 4:12] = 1.0
     exact = tiny_pipe(video, trimask, steps=1, window_frames=9, overlap_frames=4)
-    snapped = tiny_pipe(video, trimask.clamp(0.3, 0.9) + 0.05, steps=1, window_frames=9, overlap_frames=4)  # 0.55 / 0.95
+    off_grid = trimask.clamp(0.3, 0.9) + 0.05  # 0.55 and 0.95: snapped to neutral and remove
+    snapped = tiny_pipe(video, off_grid, steps=1, window_frames=9, overlap_frames=4)
     assert exact.names == ["job_0"]
     assert torch.equal(exact.videos, snapped.videos)
 
@@ -78,9 +79,10 @@ def test_a_trimask_tensor_is_accepted_and_neutral_values_are_snapped(tiny_pipe):
 def test_guidance_runs_the_negative_prompt(tiny_pipe):
     video = make_video(5)
     jobs = build_trimask_jobs(video, make_masks(5)[:1], dilate=3)
-    plain = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4).videos
-    guided = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4, guidance_scale=3.0, negative_prompt="blurry").videos
-    guided_other = tiny_pipe(video, jobs, steps=2, window_frames=9, overlap_frames=4, guidance_scale=3.0, negative_prompt="a dog").videos
+    kwargs = dict(steps=2, window_frames=9, overlap_frames=4)
+    plain = tiny_pipe(video, jobs, **kwargs).videos
+    guided = tiny_pipe(video, jobs, guidance_scale=3.0, negative_prompt="blurry", **kwargs).videos
+    guided_other = tiny_pipe(video, jobs, guidance_scale=3.0, negative_prompt="a dog", **kwargs).videos
     assert (plain - guided).abs().max() > 1e-4
     assert (guided - guided_other).abs().max() > 1e-5
 

@@ -43,7 +43,8 @@ def test_windows_of_the_release_default_on_197_frames():
 
 
 def _weights(total, window, overlap):
-    return [[round(w, 4) for w in window_weights(b, e, total, overlap).tolist()] for b, e in plan_windows(total, window, overlap)]
+    windows = plan_windows(total, window, overlap)
+    return [[round(w, 4) for w in window_weights(b, e, total, overlap).tolist()] for b, e in windows]
 
 
 def test_ramp_weights_match_the_reference():
