@@ -80,7 +80,9 @@ def _tiled_decode(vae, z: torch.Tensor) -> torch.Tensor:
                 tile = vae.blend_h(row[j - 1], tile, blend_width)
             result_row.append(tile[:, :, :, :row_limit_height, :row_limit_width])
         result_rows.append(torch.cat(result_row, dim=4))
-    return torch.cat(result_rows, dim=3)
+    # Tile sizes whose overlap is not a whole number of latents leave extra rows/columns: keep the picture's size.
+    scale = vae.tile_sample_min_height // vae.tile_latent_min_height
+    return torch.cat(result_rows, dim=3)[..., : height * scale, : width * scale]
 
 
 @contextlib.contextmanager
