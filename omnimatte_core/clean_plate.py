@@ -52,7 +52,7 @@ class CleanPlate:
     - ``never_uncovered [1,H,W]`` bool: pixels no frame showed; inpainted in ``plate``.
     - ``visible_frames [1,H,W]`` int64: how many frames showed each pixel (confidence of the median).
     - ``filled_fraction``: share of pixels (0..1) that were inpainted.
-    - ``camera_motion_px``: the largest global shift measured between a frame and the first one, in pixels.
+    - ``camera_motion_px``: how far the view travels over the clip (extent of the per-frame global shifts), pixels.
     """
 
     plate: torch.Tensor
@@ -162,11 +162,13 @@ def phase_correlation(reference: torch.Tensor, moved: torch.Tensor) -> torch.Ten
 
 
 def measure_camera_motion(video: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
-    """Global translation ``[T,2]`` (dx, dy in pixels of ``video``) of each frame relative to the first.
+    """Global translation ``[T,2]`` (dx, dy in pixels of ``video``) of each frame relative to the clip's typical view
+    (the first frame's shift, re-centred on the median shift of all frames).
 
     ``video [T,3,H,W]``; ``masks`` (bool ``[N,T,1,H,W]`` or ``[T,1,H,W]``, optional) mark moving objects, which are
-    replaced by the frame's mean grey in both frames of a pair so they cannot vote for their own motion. Phase
-    correlation (:func:`phase_correlation`) on grey frames scaled to at most 512 px.
+    faded out (smoothly) in both frames of a pair so they cannot vote for their own motion. Re-centring on the
+    median makes one bumped frame (even the first) stand out alone instead of making every other frame look shifted.
+    Phase correlation (:func:`phase_correlation`) on grey frames scaled to at most 512 px.
     """
     t, _, h, w = video.shape
     scale = min(1.0, _MOTION_MAX_SIDE / max(h, w))
@@ -174,39 +176,50 @@ def measure_camera_motion(video: torch.Tensor, masks: torch.Tensor | None = None
     grey = video.detach().float().mean(dim=1, keepdim=True)
     grey = F.interpolate(grey, size=size, mode="area") if size != (h, w) else grey
     if masks is not None:
-        covered = masks.reshape(-1, t, 1, h, w).any(dim=0).float()
+        covered = masks.reshape(-1, t, 1, h, w).any(dim=0).float().to(grey.device)
         covered = F.interpolate(covered, size=size, mode="area") > 0 if size != (h, w) else covered > 0
     else:
         covered = torch.zeros(t, 1, *size, dtype=torch.bool, device=grey.device)
     grey, covered = grey[:, 0], covered[:, 0]
-    hide = covered[:1] | covered  # [T,h,w]: hidden in the reference or in the frame
-    visible = (~hide).float()
-    count = visible.sum(dim=(1, 2), keepdim=True).clamp_min(1)
+    hide = covered[:1] | covered  # [T,h,w]: hidden in the first frame or in this one
+    # Hidden pixels get weight 0 with a smooth ramp back to 1, like a window function: a hard-edged hole common to
+    # both images would correlate with itself and pull the estimate towards zero shift.
+    ramp = max(3, round(0.04 * min(size))) | 1
+    near = F.avg_pool2d((~hide).float().unsqueeze(1), ramp, stride=1, padding=ramp // 2, count_include_pad=False)
+    weight = (F.avg_pool2d((2 * near - 1).clamp_min(0), ramp, stride=1, padding=ramp // 2,
+                           count_include_pad=False)[:, 0] * (~hide))
+    total = weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-6)
 
-    def filled(frames):
-        mean = (frames * visible).sum(dim=(1, 2), keepdim=True) / count
-        return torch.where(hide, mean, frames)
+    def tapered(frames):
+        mean = (frames * weight).sum(dim=(1, 2), keepdim=True) / total
+        return (frames - mean) * weight
 
-    shifts = phase_correlation(filled(grey[:1].expand(t, -1, -1)), filled(grey))
-    shifts[hide.flatten(1).all(dim=1)] = 0  # no shared background: no measurement
+    shifts = phase_correlation(tapered(grey[:1].expand(t, -1, -1)), tapered(grey))
+    measured = ~hide.flatten(1).all(dim=1)  # frames sharing no background with the first give no measurement
+    shifts[~measured] = 0
+    if measured.any():
+        shifts[measured] -= shifts[measured].median(dim=0).values
     return shifts * torch.tensor([w / size[1], h / size[0]], device=shifts.device)  # back to full-res pixels
 
 
 def _check_camera(video, covered, allow_camera_motion: bool, max_camera_motion: float) -> float:
+    """Raise :class:`CameraMotionError` when more than a quarter of the frames are shifted by more than
+    ``max_camera_motion`` from the median view (a few bumped frames do not spoil a median); return the camera's
+    travel in pixels (extent of all shifts)."""
     if video.shape[0] < 2:
         return 0.0
-    shifts = measure_camera_motion(video, covered)
-    magnitude = shifts.norm(dim=1)
-    frame = int(magnitude.argmax())
-    motion = float(magnitude[frame])
-    if motion > max_camera_motion and not allow_camera_motion:
-        dx, dy = shifts[frame].tolist()
+    shifts = measure_camera_motion(video, covered).cpu()
+    travel = float((shifts.amax(dim=0) - shifts.amin(dim=0)).norm())
+    displaced = float(torch.quantile(shifts.norm(dim=1), 0.75))
+    if displaced > max_camera_motion and not allow_camera_motion:
+        (dx_lo, dy_lo), (dx_hi, dy_hi) = shifts.amin(dim=0).tolist(), shifts.amax(dim=0).tolist()
         raise CameraMotionError(
-            f"video: the camera moves (pans or shakes) by {motion:.1f} px (frame {frame} is shifted by "
-            f"dx={dx:+.1f}, dy={dy:+.1f} px from frame 0); the clean plate needs a locked-off shot. Use Casper "
-            f"(generative removal) for moving-camera clips, or pass allow_camera_motion=True to build a blurred "
-            f"plate anyway (tolerance max_camera_motion={max_camera_motion} px).", motion)
-    return motion
+            f"video: the camera moves (pans or shakes) by {travel:.1f} px over the clip (horizontal "
+            f"{dx_lo:+.1f}..{dx_hi:+.1f} px, vertical {dy_lo:+.1f}..{dy_hi:+.1f} px around the median view; a quarter "
+            f"of the frames are off by more than {displaced:.1f} px); the clean plate needs a locked-off shot. Use "
+            f"Casper (generative removal) for moving-camera clips, or pass allow_camera_motion=True to build a "
+            f"blurred plate anyway (tolerance max_camera_motion={max_camera_motion} px).", travel)
+    return travel
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -249,7 +262,8 @@ def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: in
             soft shadows right at the object); 11 as for the trimask.
         inpaint_radius: neighbourhood radius in pixels of OpenCV's Telea inpainting for never-seen pixels.
         allow_camera_motion: build the plate even when the camera moves (the result is then blurred).
-        max_camera_motion: global shift in pixels up to which the camera counts as locked off (tripod jitter).
+        max_camera_motion: global shift in pixels from the median view up to which a frame counts as locked off
+            (tripod jitter); the clip is refused when more than a quarter of its frames exceed it.
 
     Returns a :class:`CleanPlate`. Raises :class:`CameraMotionError` (a ``ValueError``) for a moving camera and
     ``ValueError`` naming the argument for bad inputs. Warns with :class:`CleanPlateWarning` when pixels had to be

@@ -60,6 +60,19 @@ def test_moving_camera_raises_with_the_measured_motion():
     assert forced.camera_motion_px == pytest.approx(info.value.motion_px)
 
 
+def test_a_few_bumped_frames_pass_but_a_shaking_camera_does_not(scene):
+    bumped = scene.composite.clone()
+    bumped[0] = bumped[0].roll(4, 2)  # even the first frame may be the odd one out
+    bumped[7] = bumped[7].roll(-3, 1)
+    result = estimate_clean_plate(bumped, scene.masks, dilate=5)  # the median ignores two frames of 16
+    assert result.camera_motion_px == pytest.approx(5.0, abs=0.3)  # but the travel is reported
+    g = torch.Generator().manual_seed(0)
+    shaky = torch.stack([frame.roll(tuple(torch.randint(-3, 4, (2,), generator=g).tolist()), (1, 2))
+                         for frame in scene.composite])
+    with pytest.raises(CameraMotionError, match="pans or shakes"):
+        estimate_clean_plate(shaky, scene.masks, dilate=5)
+
+
 def test_phase_correlation_measures_translation():
     g = torch.Generator().manual_seed(0)
     image = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 60, 90, generator=g), 5, 1, 2)[0, 0]
