@@ -142,3 +142,34 @@ def test_weight_free_workflow_runs_to_saved_layers(server, specs, workflow_tools
     assert len(images) == 2 and all((server["output"] / i["subfolder"] / i["filename"]).is_file() for i in images)
     # the recomposited video was saved by core Save Video
     assert list(server["output"].rglob("omnimatte_recomposite*.mp4"))
+
+
+def test_interrupt_stops_a_long_fit_promptly(server, specs, workflow_tools):
+    workflow = json.loads((workflow_tools.REPO_ROOT / "workflows" / WEIGHT_FREE).read_text())
+    overrides = {**OVERRIDES, "GenOmnimatteFitLayers": {"steps": 100000},
+                 "GenOmnimatteDemoScene": {**OVERRIDES["GenOmnimatteDemoScene"], "seed": 1}}
+    prompt = workflow_tools.to_api(workflow, specs, overrides)
+    prompt_id = _post(server["base"] + "/prompt", {"prompt": prompt, "client_id": "generative-omnimatte-test"})[
+        "prompt_id"]
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until this prompt runs, then give it time to reach the fit
+        running = _get(server["base"] + "/queue")["queue_running"]
+        if running and running[0][1] == prompt_id:
+            break
+        time.sleep(0.5)
+    time.sleep(4)
+    asked = time.time()
+    request = urllib.request.Request(server["base"] + "/interrupt", data=b"{}",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+    history = {}
+    while time.time() < asked + 60:
+        history = _get(f"{server['base']}/history/{prompt_id}").get(prompt_id, {})
+        if history.get("status", {}).get("completed") is not None and history.get("status", {}).get("messages"):
+            break
+        time.sleep(0.5)
+    messages = [m[0] for m in history.get("status", {}).get("messages", [])]
+    assert "execution_interrupted" in messages, history.get("status")
+    interrupted = dict(history["status"]["messages"])["execution_interrupted"]
+    assert interrupted["node_type"] == "GenOmnimatteFitLayers"
+    assert time.time() - asked < 30  # 100000 steps would take hours: the fit stopped within a step or so

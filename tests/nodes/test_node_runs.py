@@ -208,3 +208,18 @@ def test_load_casper_model_errors_before_loading(pack, tmp_path, monkeypatch):
         load.load("../../etc", "casper.safetensors", "bf16", "gpu", "auto", True)
     with pytest.raises(FileNotFoundError, match="put the Casper transformer"):
         load.load("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "other.safetensors", "bf16", "gpu", "auto", True)
+
+
+def test_upscale_layers_to_full_resolution(pack, fitted):
+    background, solos, layers = fitted
+    with torch.inference_mode():
+        video_hr, masks_hr, *_ = node(pack, "GenOmnimatteDemoScene").generate(0, 2, FRAMES, 2 * WIDTH, 2 * HEIGHT,
+                                                                               "static")
+        full, = node(pack, "GenOmnimatteUpscaleLayers").upscale(layers, solos, video_hr, masks_hr, "bicubic", True,
+                                                                "preview", 1, 0)
+        with pytest.raises(ValueError, match="connect the solos the base layers"):
+            node(pack, "GenOmnimatteUpscaleLayers").upscale(layers, solos[:FRAMES], video_hr, masks_hr, "bicubic",
+                                                            True, "preview", 1, 0)
+    assert full.rgb.shape == (2, FRAMES, 3, 2 * HEIGHT, 2 * WIDTH) and full.size == (2 * HEIGHT, 2 * WIDTH)
+    assert full.background.shape == (FRAMES, 3, 2 * HEIGHT, 2 * WIDTH) and full.names == layers.names
+    assert full.masks.shape == full.alpha.shape
