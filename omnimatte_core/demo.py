@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,17 +53,19 @@ class Stages:
 
     def start(self, name: str) -> None:
         self._name, self._started, self._last_drawn = name, time.perf_counter(), -1
+        self._count = (0, 1)
         self.bar(0, 1)
 
     def bar(self, done: int, total: int) -> None:
         """Redraw the current stage's bar (only when the filled width changes, to keep logs short)."""
+        self._count = (done, total)
         filled = int(self.width * done / max(total, 1))
         if filled == self._last_drawn and done < total:
             return
         self._last_drawn = filled
         elapsed = time.perf_counter() - self._started
-        text = f"\r  {self._name:<16} [{'#' * filled}{'.' * (self.width - filled)}] {done:>5}/{total:<5} {elapsed:6.1f}s"
-        self.stream.write(text)
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\r  {self._name:<16} [{bar}] {done:>5}/{total:<5} {elapsed:6.1f}s")
         self.stream.flush()
 
     def fit_progress(self, step: int, total: int, preview=None) -> None:
@@ -72,7 +74,9 @@ class Stages:
     def done(self) -> float:
         seconds = time.perf_counter() - self._started
         self.seconds[self._name] = seconds
-        self.bar(1, 1)
+        done, total = self._count
+        self._last_drawn = -1
+        self.bar(total if done == 0 else done, total)
         self.stream.write("\n")
         self.stream.flush()
         return seconds
