@@ -212,7 +212,7 @@ class CasperPipeline:
                 pixels = F.interpolate(pixels, size=(work_height, work_width), mode="area")
                 masks = F.interpolate(masks, size=(work_height, work_width), mode="area")
             masks = quantize_trimask(masks)
-            masks = torch.where(masks == 0.5, torch.tensor(NEUTRAL_VALUE), masks)
+            masks = torch.where(masks == 0.5, NEUTRAL_VALUE, masks)
             total_frames = padded_length(frames, window_frames)
             pixels = pad_frames(pixels, total_frames, dim=1)[None] * 2.0 - 1.0  # [1,3,Tp,H,W]
             masks = pad_frames(masks, total_frames, dim=1)[:, None]  # [J,1,Tp,H,W]
@@ -366,6 +366,7 @@ class CasperPipeline:
         """VAE latents ``[1,F,C,h,w]`` (encoder mean × scaling factor) of pixels ``[1,3,T,H,W]`` in −1..1."""
         if augmentation is not None:
             # As the reference: no noise where the pixel is exactly −1 (its masked-out value).
+            augmentation = augmentation.to(pixels.device, pixels.dtype)
             pixels = pixels + torch.where(pixels == -1, torch.zeros_like(augmentation), augmentation)
         pixels = self._to_device(pixels, self.vae.dtype)
         latents = self.vae.encode(pixels)[0].mode() * self.vae.config.scaling_factor
