@@ -313,6 +313,7 @@ def write_figure(video: torch.Tensor, layers: Layers, recomposite: torch.Tensor,
 
     Never overwrites: an existing ``path`` raises ``FileExistsError``."""
     import cv2
+    import numpy as np
 
     path = Path(path)
     if path.exists():
@@ -333,6 +334,13 @@ def write_figure(video: torch.Tensor, layers: Layers, recomposite: torch.Tensor,
             row += [tile.float().clamp(0, 1), gap]
         rows += [torch.cat(row[:-1], dim=2), torch.ones(3, 2, row[0].shape[-1] * len(tiles) + 2 * (len(tiles) - 1))]
     image = export.to_uint8(torch.cat(rows[:-1], dim=1))
+    # A caption strip over the columns, so the picture explains itself in the README.
+    captions = ["input", "background", *[f"layer {name}" for name in layers.names], "recomposite"]
+    header = np.full((18, image.shape[1], 3), 255, np.uint8)
+    for j, caption in enumerate(captions):
+        cv2.putText(header, caption[: max(4, w // 7)], (j * (w + 2) + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    image = np.concatenate([header, image], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"could not write {str(path)!r}")
