@@ -193,7 +193,7 @@ def retime_layer(layers: Layers, layer, shift: float = 0.0, *, speed: float = 1.
     Args:
         layer: index or name.
         shift, speed, hold_at, hold_frames: the timing (see :func:`retime_curve`), or
-        times: ``[T]`` source frame (float) for each output frame, overriding them.
+        times: ``[T]`` source frame (float) for each output frame, instead of them (giving both is an error).
         outside: source times before the first or after the last frame make the layer "transparent" there, or
             "hold" its first/last frame.
         interpolation: "blend" mixes the two nearest source frames (in premultiplied colour, so edges stay clean),
@@ -209,6 +209,8 @@ def retime_layer(layers: Layers, layer, shift: float = 0.0, *, speed: float = 1.
     if times is None:
         times = retime_curve(t, shift=shift, speed=speed, hold_at=hold_at, hold_frames=hold_frames)
     else:
+        if shift != 0 or speed != 1 or hold_at is not None or hold_frames is not None:
+            raise ValueError("give either times or shift/speed/hold_at/hold_frames, not both")
         times = torch.as_tensor(times, dtype=torch.float64).cpu()
         if tuple(times.shape) != (t,) or not bool(torch.isfinite(times).all()):
             raise ValueError(f"times must be [T] = [{t}] finite source frame numbers, got shape {list(times.shape)}")

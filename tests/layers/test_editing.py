@@ -100,6 +100,10 @@ def test_retime_shift_hold_speed(gt_layers, snapshot):
         retime_layer(gt_layers, 0, speed=0)
     with pytest.raises(ValueError, match="times"):
         retime_layer(gt_layers, 0, times=torch.zeros(3))
+    with pytest.raises(ValueError, match="not both"):
+        retime_layer(gt_layers, 0, 2, times=torch.zeros(16))
+    reversed_clip = retime_layer(gt_layers, 0, times=torch.arange(15, -1, -1))  # any curve: here played backwards
+    assert torch.equal(reversed_clip.alpha[0], gt_layers.alpha[0].flip(0))
 
 
 def test_fade_scales_alpha(gt_layers, snapshot):
