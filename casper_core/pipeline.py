@@ -113,6 +113,11 @@ class CasperPipeline:
                 return param.device
         return torch.device("cpu")
 
+    @property
+    def _execution_device(self) -> torch.device:
+        # diffusers pipelines' name for the same thing
+        return self.execution_device
+
     @execution_device.setter
     def execution_device(self, device) -> None:
         self.set_execution_device(device)

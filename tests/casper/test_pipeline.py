@@ -187,3 +187,28 @@ def test_components_keep_their_names_and_a_non_inpaint_transformer_is_refused(ti
     )
     with pytest.raises(ValueError, match="in_channels"):
         CasperPipeline(**{**tiny_components, "transformer": plain})
+
+
+def test_identical_jobs_get_identical_noise_unless_a_generator_is_shared(tiny_pipe):
+    video = make_video(5)
+    trimask = torch.full((2, 5, 16, 16), 0.5)
+    trimask[:, :, 4:12, 4:12] = 1.0
+    kwargs = dict(steps=1, window_frames=9, overlap_frames=4)
+    fresh = tiny_pipe(video, trimask, **kwargs).videos
+    assert torch.equal(fresh[0], fresh[1])
+    shared = tiny_pipe(video, trimask, generator=torch.Generator().manual_seed(0), **kwargs).videos
+    assert torch.equal(shared[0], fresh[0])  # the first job draws what a fresh generator draws
+    assert (shared[1] - shared[0]).abs().max() > 1e-3  # the reference's behaviour: later jobs draw further
+
+
+def test_no_guidance_encodes_only_the_prompt(tiny_pipe):
+    calls = []
+    handle = tiny_pipe.text_encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        tiny_pipe(make_video(5), torch.full((5, 16, 16), 0.5), steps=1, window_frames=9, overlap_frames=4)
+        assert len(calls) == 1
+        tiny_pipe(make_video(5), torch.full((5, 16, 16), 0.5), steps=1, window_frames=9, overlap_frames=4,
+                  guidance_scale=2.0)
+        assert len(calls) == 3
+    finally:
+        handle.remove()
