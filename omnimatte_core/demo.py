@@ -156,17 +156,22 @@ def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stag
     # Imported only when asked: the weight-free path must not need diffusers' heavy import.
     from casper_core import CasperPipeline, build_trimask_jobs
 
-    pipe = CasperPipeline.from_pretrained(args.casper_base, args.casper_weights, memory_mode=args.memory_mode)
+    pipe = CasperPipeline.from_pretrained(args.casper_base, args.casper_weights, dtype=args.casper_dtype,
+                                          memory_mode=args.memory_mode, device=args.device)
+    height, width = args.casper_size if args.casper_size else (
+        (384, 672) if video.shape[-1] >= video.shape[-2] else (672, 384))
     jobs = build_trimask_jobs(video.permute(0, 2, 3, 1), masks[:, :, 0])
+    # Casper works at its own resolution and returns the videos resized back to the input's size.
     result = pipe(video.permute(0, 2, 3, 1), jobs, prompt=args.prompt, steps=args.casper_steps, seed=args.seed,
-                  progress=lambda step, total, *rest: stages.bar(step, total))
+                  height=height, width=width, progress=lambda step, total, *rest: stages.bar(step, total))
     videos = result.videos.permute(0, 1, 4, 2, 3).float().clamp(0, 1)  # [J,T,3,H,W]
     background = videos[result.names.index("background")]
     # With one object there is no solo job: the input itself is that object's solo video.
     solos = torch.stack([videos[result.names.index(f"solo_{i}")] if f"solo_{i}" in result.names else video
                          for i in range(masks.shape[0])])
     return background, solos, {"method": "casper", "base": str(args.casper_base),
-                               "weights": str(args.casper_weights), "steps": args.casper_steps}
+                               "weights": str(args.casper_weights), "steps": args.casper_steps,
+                               "size": [height, width], "prompt": args.prompt}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -351,6 +356,16 @@ def write_figure(video: torch.Tensor, layers: Layers, recomposite: torch.Tensor,
 # Command line
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x672, got {text!r}") from None
+    if height < 16 or width < 16 or height % 16 or width % 16:
+        raise argparse.ArgumentTypeError(f"expected multiples of 16 (at least 16), got {text!r}")
+    return height, width
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m omnimatte_core.demo",
@@ -380,7 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     casper.add_argument("--casper-weights", type=Path, help="Casper transformer .safetensors")
     casper.add_argument("--casper-steps", type=int, default=50)
     casper.add_argument("--prompt", default="empty scene", help="Casper's text prompt for the removal")
-    casper.add_argument("--memory-mode", default="model_cpu_offload")
+    casper.add_argument("--casper-size", type=_size, help="Casper's working HEIGHTxWIDTH, multiples of 16 "
+                        "(default 384x672, or 672x384 for portrait video)")
+    casper.add_argument("--casper-dtype", default="bf16", choices=["bf16", "fp32"])
+    casper.add_argument("--memory-mode", default="gpu",
+                        help="where Casper's weights live: gpu (all on --device), model_cpu_offload, group_offload, "
+                             "sequential_offload, fp8_storage, fp8_model_cpu_offload")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=Path("output"), help="folder for the run folders (default output/)")
     output.add_argument("--prefix", default="omnimatte", help="run-folder name prefix ([A-Za-z0-9._-])")

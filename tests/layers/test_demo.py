@@ -109,3 +109,29 @@ def test_mismatched_mask_file_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="5 frames but the video has 6"):
         _run(["--video", str(video), "--masks", str(mask), "--out", str(tmp_path / "out")], monkeypatch)
     assert not (tmp_path / "out").exists()
+
+
+def test_demo_with_casper_weights_uses_casper(tmp_path, monkeypatch):
+    """--casper-base/--casper-weights: the removal comes from Casper (a tiny random release in the real file format)."""
+    testing = pytest.importorskip("casper_core.testing")
+    release = testing.write_tiny_release(tmp_path / "models", seed=0)
+    scene = make_scene(seed=2, num_objects=2, frames=5, height=32, width=48, effects=("shadow", "reflection"))
+    frames, masks = tmp_path / "video", [tmp_path / "m0", tmp_path / "m1"]
+    frames.mkdir()
+    for folder in masks:
+        folder.mkdir()
+    for t in range(5):
+        rgb = (scene.composite[t].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(frames / f"{t}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        for i, folder in enumerate(masks):
+            cv2.imwrite(str(folder / f"{t}.png"), (scene.masks[i, t, 0].numpy() * 255).astype(np.uint8))
+    summary, printed = _run(["--video", str(frames), "--masks", *map(str, masks), "--out", str(tmp_path / "out"),
+                             "--casper-base", str(release.base_dir), "--casper-weights", str(release.casper_weights),
+                             "--casper-steps", "2", "--casper-size", "32x48", "--casper-dtype", "fp32",
+                             "--steps", "2", "--formats", "png"], monkeypatch)
+    assert "casper" in summary["seconds"] and "clean plate" not in summary["seconds"]
+    removal = summary["settings"]["removal"]
+    assert removal["method"] == "casper" and removal["steps"] == 2 and removal["size"] == [32, 48]
+    manifest = json.loads((tmp_path / "out" / "omnimatte_0001" / "manifest.json").read_text())
+    assert manifest["settings"]["removal"]["weights"] == str(release.casper_weights)
+    assert len(manifest["layers"]) == 2 and manifest["frames"] == 5
