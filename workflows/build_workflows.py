@@ -3,7 +3,8 @@
 Run from the repository root: ``python workflows/build_workflows.py``. Node specs come from the pack itself (our
 nodes) and from ``tests/nodes/fixtures/comfyui_core_nodes.json`` (core nodes, as a real server's /object_info gave
 them), so every widget value lands in the slot the frontend expects. Nodes are placed in columns, left to right, and
-each stage gets a group. Open the result in ComfyUI and save it again to get the frontend's own normalisation.
+each stage gets a group. The committed files were then loaded into the real frontend and saved from its canvas
+(``workflows/resave_from_frontend.py``), so they carry the frontend's own normalisation.
 """
 from __future__ import annotations
 

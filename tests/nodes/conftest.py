@@ -55,6 +55,8 @@ def widget_values(node: dict, spec: dict) -> dict:
         out[name] = values.pop(0)
         if name in CONTROL_AFTER_GENERATE or options.get("control_after_generate"):
             values.pop(0)
+        if (options.get("image_upload") or options.get("video_upload")) and values:
+            values.pop(0)  # the frontend's upload button saves a value too
     if values:
         raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget value(s) left over: {values}")
     return out
