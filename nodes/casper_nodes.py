@@ -59,7 +59,8 @@ class GenOmnimatteLoadCasperModel:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, base_model, casper_weights, **_):
+    # Listing an input here replaces ComfyUI's own check of it (no **kwargs: that would switch off every check).
+    def VALIDATE_INPUTS(cls, base_model, casper_weights):
         if base_model == NO_BASE_MODEL:
             return ("No base model found. Put the CogVideoX-Fun-V1.5-5b-InP diffusers folder into "
                     "ComfyUI/models/CogVideoX_Fun/ and refresh.")
@@ -165,8 +166,13 @@ class GenOmnimatteCasperRemove:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, window_frames=85, overlap_frames=16, **_):
-        if isinstance(window_frames, int) and isinstance(overlap_frames, int) and overlap_frames >= window_frames:
+    def VALIDATE_INPUTS(cls, window_frames, overlap_frames):
+        # Listing these here replaces ComfyUI's own range checks of them, so they are all done here.
+        if not isinstance(window_frames, int) or not 5 <= window_frames <= 197 or (window_frames - 1) % 4:
+            return f"window_frames must be 4k+1 frames between 5 and 197 (85 as released), got {window_frames!r}"
+        if not isinstance(overlap_frames, int) or not 0 <= overlap_frames <= 96 or overlap_frames % 4:
+            return f"overlap_frames must be a multiple of 4 between 0 and 96 (16 as released), got {overlap_frames!r}"
+        if overlap_frames >= window_frames:
             return f"overlap_frames ({overlap_frames}) must be smaller than window_frames ({window_frames})"
         return True
 

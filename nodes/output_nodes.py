@@ -106,8 +106,11 @@ class GenOmnimatteSaveLayers:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, filename_prefix="omnimatte", png=True, alpha_video="webm", previews=True, **_):
+    def VALIDATE_INPUTS(cls, filename_prefix, png, alpha_video, previews):
+        # Listing inputs here replaces ComfyUI's own checks of them, so the choice list is checked here too.
         import re
+        if alpha_video not in ALPHA_VIDEO_CHOICES:
+            return f"alpha_video must be one of {list(ALPHA_VIDEO_CHOICES)}, got {alpha_video!r}"
         if isinstance(filename_prefix, str) and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}", filename_prefix):
             return (f"filename_prefix {filename_prefix!r}: use 1-100 letters, digits, '.', '_' or '-' (no folders, "
                     "not starting with '.' or '-')")

@@ -117,7 +117,7 @@ class GenOmnimatteMasksFromLabelMap:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, values="auto", **_):
+    def VALIDATE_INPUTS(cls, values):
         if isinstance(values, str) and values.strip().lower() != "auto":
             try:
                 parsed = [int(v) for v in values.split(",") if v.strip()]

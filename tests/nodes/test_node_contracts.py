@@ -113,17 +113,32 @@ def test_pack_imports_without_diffusers_and_names_what_to_install(tmp_path):
     assert "pip install diffusers" in result.stdout and "Load Casper Model" in result.stdout
 
 
+def test_validate_inputs_never_switches_off_comfyuis_own_checks(pack):
+    # ComfyUI skips its own type/range/choice checks for every input a VALIDATE_INPUTS accepts; with **kwargs that
+    # would be all of them.
+    for name, cls in all_nodes(pack):
+        if hasattr(cls, "VALIDATE_INPUTS"):
+            signature = inspect.signature(cls.VALIDATE_INPUTS)
+            assert not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()), name
+            declared = {n for section in ("required", "optional") for n in cls.INPUT_TYPES().get(section, {})}
+            assert set(signature.parameters) <= declared, name
+
+
 def test_validate_inputs_reports_cheap_problems(pack):
     save = pack.NODE_CLASS_MAPPINGS["GenOmnimatteSaveLayers"]
-    assert save.VALIDATE_INPUTS(filename_prefix="omnimatte") is True
-    assert "filename_prefix" in save.VALIDATE_INPUTS(filename_prefix="../escape")
-    assert "at least one" in save.VALIDATE_INPUTS(png=False, alpha_video="none", previews=False)
+    ok = {"filename_prefix": "omnimatte", "png": True, "alpha_video": "webm", "previews": True}
+    assert save.VALIDATE_INPUTS(**ok) is True
+    assert "filename_prefix" in save.VALIDATE_INPUTS(**{**ok, "filename_prefix": "../escape"})
+    assert "alpha_video" in save.VALIDATE_INPUTS(**{**ok, "alpha_video": "gif"})
+    assert "at least one" in save.VALIDATE_INPUTS(filename_prefix="x", png=False, alpha_video="none", previews=False)
     labels = pack.NODE_CLASS_MAPPINGS["GenOmnimatteMasksFromLabelMap"]
     assert labels.VALIDATE_INPUTS(values="auto") is True and labels.VALIDATE_INPUTS(values="1, 2") is True
     assert "values" in labels.VALIDATE_INPUTS(values="red")
     assert "values" in labels.VALIDATE_INPUTS(values="0,300")
     remove = pack.NODE_CLASS_MAPPINGS["GenOmnimatteCasperRemove"]
+    assert remove.VALIDATE_INPUTS(window_frames=85, overlap_frames=16) is True
     assert "overlap_frames" in remove.VALIDATE_INPUTS(window_frames=21, overlap_frames=24)
+    assert "4k+1" in remove.VALIDATE_INPUTS(window_frames=84, overlap_frames=16)
     load = pack.NODE_CLASS_MAPPINGS["GenOmnimatteLoadCasperModel"]
     from importlib import import_module
     casper_nodes = import_module("generative_omnimatte_pack.nodes.casper_nodes")

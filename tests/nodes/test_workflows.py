@@ -1,4 +1,5 @@
 """Every example workflow: UI format with a version, known node types, links between matching types, valid widgets."""
+import inspect
 import json
 
 from pathlib import Path
@@ -98,5 +99,6 @@ def test_workflow_converts_to_api_format(path, specs, pack, workflow_tools):
         spec = cls.INPUT_TYPES()
         assert set(spec["required"]) <= set(node["inputs"]), (path.name, node_id, node["class_type"])
         if hasattr(cls, "VALIDATE_INPUTS"):
-            widgets = {k: v for k, v in node["inputs"].items() if not isinstance(v, list)}
+            wanted = inspect.signature(cls.VALIDATE_INPUTS).parameters
+            widgets = {k: v for k, v in node["inputs"].items() if not isinstance(v, list) and k in wanted}
             assert cls.VALIDATE_INPUTS(**widgets) is True or node["class_type"] == "GenOmnimatteLoadCasperModel"
