@@ -163,6 +163,9 @@ class GenOmnimatteCasperRemove:
                                            "tooltip": "Used only when guidance_scale > 1."}),
             "guidance_scale": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.5,
                                          "tooltip": "Classifier-free guidance; 1 = none (the paper's setting)."}),
+            "batch_size": ("INT", {"default": 0, "min": 0, "max": 64,
+                                   "tooltip": "Jobs denoised together; 0 = all at once (fastest). 1 needs the least "
+                                              "GPU memory; the result is the same either way."}),
         }}
 
     @classmethod
@@ -177,7 +180,7 @@ class GenOmnimatteCasperRemove:
         return True
 
     def remove(self, casper_model, video, trimask_jobs, prompt, steps, seed, window_frames, overlap_frames,
-               width, height, negative_prompt="", guidance_scale=1.0):
+               width, height, negative_prompt="", guidance_scale=1.0, batch_size=0):
         frames, height, width = video.shape[:3]
         if tuple(trimask_jobs.trimasks.shape[1:]) != (frames, height, width):
             raise ValueError(f"trimask_jobs are {tuple(trimask_jobs.trimasks.shape[1:])} (frames, H, W) but the video "
@@ -189,8 +192,8 @@ class GenOmnimatteCasperRemove:
         progress = comfy.Progress(steps * len(trimask_jobs))
         result = casper_model(video[..., :3].float(), trimask_jobs, prompt=prompt, negative_prompt=negative_prompt,
                               guidance_scale=guidance_scale, steps=steps, seed=seed, window_frames=window_frames,
-                              overlap_frames=overlap_frames, progress=progress, height=work_height,
-                              width=work_width)
+                              overlap_frames=overlap_frames, batch_size=int(batch_size) or None, progress=progress,
+                              height=work_height, width=work_width)
         comfy.free_memory()
         videos = {name: result.videos[i] for i, name in enumerate(result.names)}
         background = videos.get("background", video[..., :3])
