@@ -32,10 +32,8 @@ from .upsample import resize_video, upscale_and_refine
 DEMO_SCENE = dict(num_objects=2, frames=24, height=128, width=224, effects=("shadow", "reflection"))
 """The built-in scene: two objects, one casting a shadow and one reflected in water, 24 frames of 128×224."""
 DEMO_PRESET = "preview"
-DEMO_STEPS = 100
-"""Base-fit steps for the synthetic scene when --steps is not given: the whole demo stays under 2 minutes on 2 CPU
-cores (the demo prints its time per stage; the README shows a measured run). A user's own files get the preset's
-step count."""
+"""The preview preset's steps keep the whole synthetic demo well under 2 minutes on 2 CPU cores (the demo prints its
+time per stage; the README shows a measured run)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -220,10 +218,7 @@ def run(args, stream=None) -> dict:
         masks_base = (resize_video(data.masks, base_size, "area") > 0.5).float()
     else:
         solos_base, background_base, masks_base = solos, background, data.masks
-    steps = args.steps
-    if steps is None and data.scene is not None and args.preset == DEMO_PRESET:
-        steps = DEMO_STEPS
-    fitted = fit_layers(solos_base, background_base, masks_base, preset=args.preset, steps=steps,
+    fitted = fit_layers(solos_base, background_base, masks_base, preset=args.preset, steps=args.steps,
                         seed=args.seed, device=args.device, progress=stages.fit_progress)
     stages.done()
     if full_res:
@@ -393,8 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--max-frames", type=int, help="use only the first N frames")
     fit = parser.add_argument_group("fit")
     fit.add_argument("--preset", default=DEMO_PRESET, choices=sorted(PRESETS), help="fit settings (presets.py)")
-    fit.add_argument("--steps", type=int, help=f"optimiser steps of the base fit (default: the preset's; "
-                                               f"{DEMO_STEPS} for the synthetic scene with the {DEMO_PRESET} preset)")
+    fit.add_argument("--steps", type=int, help="optimiser steps of the base fit (default: the preset's)")
     fit.add_argument("--full-res-steps", type=int, help="steps of the full-resolution fit (default: the preset's)")
     fit.add_argument("--base-long-side", type=int, default=672,
                      help="fit at most this long a side first (Casper's 672); larger inputs get a full-res fit")
