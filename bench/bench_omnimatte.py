@@ -28,6 +28,15 @@ def parse_case(text: str) -> tuple[int, int, int, int]:
     return t, h, w, n
 
 
+def parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def resize_video(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``[..., C, H, W]`` → area-resized to ``size``."""
     lead = x.shape[:-3]
@@ -69,8 +78,11 @@ def main() -> None:
     parser.add_argument("--fullres", nargs="*", default=[], help="FRAMESxHxWxOBJECTS at full resolution")
     parser.add_argument("--base-size", default="384x672")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override base-stage FitConfig fields, e.g. --set steps=300 sparsity_weight=0.05")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True
 
@@ -84,8 +96,10 @@ def main() -> None:
         scene = make_scene(args.seed, n, t, h, w)
         for preset in args.presets:
             fit, seconds, peak = timed_fit(lambda: fit_layers(scene.solos, scene.background, scene.masks,
-                                                              preset=preset, device=args.device), args.device)
-            row = {"stage": "base", "case": case, "preset": preset, "steps": fit.steps, "seconds": seconds,
+                                                              preset=preset, device=args.device,
+                                                              **(overrides if preset == "default" else {})),
+                                       args.device)
+            row = {"stage": "base", "case": case, "preset": preset, "settings": fit.config.to_dict(), "steps": fit.steps, "seconds": seconds,
                    "seconds_per_layer": seconds / n, "ms_per_step": 1000 * seconds / fit.steps,
                    "peak_gib": peak, **summarise(layer_quality(fit.rgb, fit.alpha, scene))}
             rows.append(row)
@@ -101,7 +115,8 @@ def main() -> None:
         solos_b, bg_b, masks_b = (resize_video(x, (base_h, base_w)) for x in (scene.solos, scene.background,
                                                                                scene.masks))
         masks_b = (masks_b > 0.5).float()
-        base, base_s, base_peak = timed_fit(lambda: fit_layers(solos_b, bg_b, masks_b, device=args.device),
+        base, base_s, base_peak = timed_fit(lambda: fit_layers(solos_b, bg_b, masks_b, device=args.device,
+                                                               **overrides),
                                             args.device)
         full, full_s, full_peak = timed_fit(lambda: fit_layers_full_res(scene.solos, scene.background, scene.masks,
                                                                         base, device=args.device), args.device)

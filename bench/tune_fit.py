@@ -55,16 +55,19 @@ def main() -> None:
         worst = {"psnr": float("inf"), "mae": 0.0, "recall": 1.0}
         per_effect: dict[str, list] = {}
         seconds = 0.0
+        per_scene = []
         for seed, n, scene in scenes:
             started = time.perf_counter()
             fit = fit_layers(scene.solos, scene.background, scene.masks, device=args.device, **overrides)
             seconds += time.perf_counter() - started
-            for q in layer_quality(fit.rgb, fit.alpha, scene):
+            quality = layer_quality(fit.rgb, fit.alpha, scene)
+            per_scene.append({"seed": seed, "objects": n, "quality": quality})
+            for q in quality:
                 worst["psnr"] = min(worst["psnr"], q["composite_psnr"])
                 worst["mae"] = max(worst["mae"], q["alpha_mae"])
                 worst["recall"] = min(worst["recall"], q["effect_recall"])
                 per_effect.setdefault(q["effect_type"], []).append(q)
-        row = {"settings": overrides, "worst": worst, "seconds_per_scene": seconds / len(scenes),
+        row = {"settings": overrides, "worst": worst, "per_scene": per_scene, "seconds_per_scene": seconds / len(scenes),
                "per_effect": {k: {m: sum(q[m] for q in v) / len(v) for m in ("composite_psnr", "alpha_mae",
                                                                              "effect_recall")}
                               for k, v in per_effect.items()}}

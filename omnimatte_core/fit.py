@@ -325,7 +325,7 @@ def fit_layers(
             features = _features(solo_t, bg_t, amin, config)
             # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed) rather than from
             # alpha 0.5 everywhere: the fit then only has to close object interiors and smooth, not discover effects.
-            init_logit = _logit(amin, 0.02) if config.init_from_minimal_alpha else torch.zeros_like(amin)
+            init_logit = _logit(amin, 1e-3) if config.init_from_minimal_alpha else torch.zeros_like(amin)
             rgb, alpha, history = _optimise(
                 config=config, features=features, solos=solo_t, background=bg_t.expand_as(solo_t), masks=mask_t,
                 init_logit=init_logit, alpha_target=None, alpha_weight_map=None,
