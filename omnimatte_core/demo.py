@@ -120,10 +120,10 @@ def _file_input(args) -> DemoInput:
     video, fps = read_video(args.video, max_frames=args.max_frames)
     t, _, h, w = video.shape
     if args.label_map:
-        masks, values = read_label_map(args.label_map, num_frames=t, size=(h, w))
+        masks, values = read_label_map(args.label_map, num_frames=t, size=(h, w), max_frames=args.max_frames)
         names = [f"label_{v}" for v in values]
     else:
-        masks = read_masks(args.masks, num_frames=t, size=(h, w))
+        masks = read_masks(args.masks, num_frames=t, size=(h, w), max_frames=args.max_frames)
         names = [Path(p).stem or f"object_{i}" for i, p in enumerate(args.masks)]
     depth = None
     if args.depth:
@@ -142,11 +142,11 @@ def _file_input(args) -> DemoInput:
 # Removal: clean plate or Casper
 
 
-def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages):
+def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages, allow_camera_motion: bool = False):
     from . import clean_plate
 
     # A moving camera raises CameraMotionError (a ValueError) here, before any fitting.
-    plate = clean_plate.estimate_clean_plate(video, masks)
+    plate = clean_plate.estimate_clean_plate(video, masks, allow_camera_motion=allow_camera_motion)
     solos = clean_plate.solo_videos(video, masks, plate)
     return plate.background.clone(), solos, {"method": "clean_plate", "filled_fraction": plate.filled_fraction,
                                              "camera_motion_px": plate.camera_motion_px}
@@ -205,7 +205,7 @@ def run(args, stream=None) -> dict:
     if args.casper_base:
         background, solos, removal = _casper_removal(data.video, data.masks, args, stages)
     else:
-        background, solos, removal = _clean_plate_removal(data.video, data.masks, stages)
+        background, solos, removal = _clean_plate_removal(data.video, data.masks, stages, args.allow_camera_motion)
     stages.done()
 
     # 3. Layer fit: base resolution, then full resolution when the input is larger
@@ -386,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--depth-is-far", action="store_true", help="the depth video is metric: bright = far")
     src.add_argument("--order", help="fixed front-to-back order of the objects, e.g. '1,0' (overrides depth)")
     src.add_argument("--max-frames", type=int, help="use only the first N frames")
+    src.add_argument("--allow-camera-motion", action="store_true",
+                     help="build the weight-free clean plate even if the camera moves (it will be blurred; "
+                          "Casper is the right tool for such clips)")
     fit = parser.add_argument_group("fit")
     fit.add_argument("--preset", default=DEMO_PRESET, choices=sorted(PRESETS), help="fit settings (presets.py)")
     fit.add_argument("--steps", type=int, help="optimiser steps of the base fit (default: the preset's)")

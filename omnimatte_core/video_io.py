@@ -159,13 +159,14 @@ def _check_against(masks: torch.Tensor, name: str, num_frames: int | None, size:
 
 
 def read_masks(paths: Sequence, *, num_frames: int | None = None, size: tuple[int, int] | None = None,
-               threshold: float = 0.5) -> torch.Tensor:
+               threshold: float = 0.5, max_frames: int | None = None) -> torch.Tensor:
     """Read one mask video (file or frame folder) per object.
 
     Args:
         paths: one path per object.
         num_frames, size: when given (the video's frame count and ``(H, W)``), each mask must match them.
         threshold: grey level (0..1) above which a pixel belongs to the object.
+        max_frames: read at most this many frames of each mask (as ``read_video(..., max_frames)``).
 
     Returns:
         ``[N, T, 1, H, W]`` float32 in {0, 1}.
@@ -177,7 +178,7 @@ def read_masks(paths: Sequence, *, num_frames: int | None = None, size: tuple[in
     stacks = []
     for index, path in enumerate(paths):
         name = f"masks[{index}] ({Path(path).name})" if isinstance(path, (str, Path)) else f"masks[{index}]"
-        frames, _ = _read_frames(path, name, "gray", None, None)
+        frames, _ = _read_frames(path, name, "gray", max_frames, None)
         mask = torch.from_numpy(frames > threshold).float().unsqueeze(1)
         _check_against(mask, name, num_frames, size)
         if stacks and mask.shape != stacks[0].shape:
@@ -206,7 +207,7 @@ def _label_values(grey: np.ndarray, tolerance: int, min_share: float) -> list[in
 
 def read_label_map(path, *, values: Sequence[int] | None = None, num_frames: int | None = None,
                    size: tuple[int, int] | None = None, tolerance: int | None = None,
-                   min_share: float = 1e-4) -> tuple[torch.Tensor, list[int]]:
+                   min_share: float = 1e-4, max_frames: int | None = None) -> tuple[torch.Tensor, list[int]]:
     """Split a label-map video (one grey value per object, 0 = background) into one mask per object.
 
     Args:
@@ -217,12 +218,13 @@ def read_label_map(path, *, values: Sequence[int] | None = None, num_frames: int
         tolerance: grey levels either side of a value that still count as it (lossy codecs blur labels);
             default 0 for image folders and 12 for video files.
         min_share: least share of all pixels a found level must hold to count as an object (ignores codec noise).
+        max_frames: read at most this many frames.
 
     Returns:
         ``(masks, values)`` — ``masks`` ``[N, T, 1, H, W]`` float32 in {0, 1}, ``values`` the grey level of each.
     """
     source = _existing(path, "label_map")
-    frames, _ = _read_frames(source, "label_map", "gray", None, None)
+    frames, _ = _read_frames(source, "label_map", "gray", max_frames, None)
     grey = np.rint(frames * 255.0).astype(np.int16)
     if tolerance is None:
         tolerance = 0 if source.is_dir() or source.suffix.lower() in IMAGE_EXTENSIONS else 12

@@ -119,3 +119,12 @@ def test_bad_inputs(tmp_path, frames_u8):
         read_masks([folder, short])
     with pytest.raises(ValueError, match="no object labels"):
         read_label_map(_write_png_folder(tmp_path / "zeros", np.zeros((3, 8, 8), np.uint8)))
+
+
+def test_max_frames_applies_to_masks_and_label_maps(tmp_path):
+    labels = np.zeros((8, 16, 16), np.uint8)
+    labels[:, 2:6, 2:6] = 1
+    folder = _write_png_folder(tmp_path / "labels", labels)
+    assert read_masks([folder], num_frames=3, max_frames=3).shape == (1, 3, 1, 16, 16)
+    masks, values = read_label_map(folder, num_frames=3, max_frames=3)
+    assert masks.shape == (1, 3, 1, 16, 16) and values == [1]
