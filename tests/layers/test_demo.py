@@ -139,3 +139,30 @@ def test_demo_with_casper_weights_uses_casper(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "out" / "omnimatte_0001" / "manifest.json").read_text())
     assert manifest["settings"]["removal"]["weights"] == str(release.casper_weights)
     assert len(manifest["layers"]) == 2 and manifest["frames"] == 5
+
+
+def test_demo_full_resolution_path_and_depth_file(tmp_path, monkeypatch):
+    """A video larger than --base-long-side: fit at the base size, then the full-resolution fit; order from a depth
+    video given as files (metric: bright = far)."""
+    scene = make_scene(seed=4, **TINY)
+    folders = {name: tmp_path / name for name in ("video", "m0", "m1", "depth")}
+    for folder in folders.values():
+        folder.mkdir()
+    depth = scene.depth / scene.depth.max()
+    for t in range(6):
+        rgb = (scene.composite[t].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(folders["video"] / f"{t}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folders["depth"] / f"{t}.png"), (depth[t, 0].numpy() * 65535).astype(np.uint16))
+        for i in range(2):
+            cv2.imwrite(str(folders[f"m{i}"] / f"{t}.png"), (scene.masks[i, t, 0].numpy() * 255).astype(np.uint8))
+    summary, printed = _run(["--video", str(folders["video"]), "--masks", str(folders["m0"]), str(folders["m1"]),
+                             "--depth", str(folders["depth"]), "--depth-is-far", "--base-long-side", "40",
+                             "--steps", "2", "--full-res-steps", "2", "--out", str(tmp_path / "out"),
+                             "--formats", "png"], monkeypatch)
+    assert "fit full-res" in summary["seconds"] and summary["settings"]["full_res"] is True
+    assert summary["settings"]["base_size"] == [24, 40] and summary["settings"]["order"] == "depth"
+    manifest = json.loads((tmp_path / "out" / "omnimatte_0001" / "manifest.json").read_text())
+    assert (manifest["height"], manifest["width"]) == (48, 80)  # layers at the input's size
+    names = ["m0", "m1"]
+    expected = [[names[i] for i in row] for row in scene.order.tolist()]
+    assert manifest["order_front_to_back"] == expected  # the depth files recover the true order
