@@ -35,10 +35,7 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO_ROOT))
-
+# Run from an installed checkout (`pip install -e .`) or with `PYTHONPATH=.` from the repository root.
 from casper_core import testing  # noqa: E402
 from casper_core.attention import set_attention_backend  # noqa: E402
 from casper_core.memory import MEMORY_MODES, apply_memory_mode  # noqa: E402
