@@ -125,9 +125,8 @@ class _LayerModel:
     reconstruction pushes back exactly where the colour would have to leave 0..1.
     """
 
-    def __init__(self, net: LayerUNet, num_objects: int):
+    def __init__(self, net: LayerUNet):
         self.net = net
-        self.n = num_objects
 
     def __call__(self, features: torch.Tensor, solo: torch.Tensor, background: torch.Tensor,
                  init_logit: torch.Tensor):
@@ -186,7 +185,7 @@ def _optimise(
     net = LayerUNet(groups=n, in_channels=features.shape[2], width=config.width).to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    model = _LayerModel(net, n)
+    model = _LayerModel(net)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     milestones = sorted({max(1, int(round(f * config.steps))) for f in config.lr_milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=config.lr_gamma)
