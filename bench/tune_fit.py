@@ -19,14 +19,7 @@ from omnimatte_core.fit import fit_layers
 from omnimatte_core.metrics import layer_quality
 from omnimatte_core.synthetic import make_scene
 
-
-def parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+from bench_omnimatte import parse_value  # the sibling script (bench/ is on sys.path when a script there runs)
 
 
 def main() -> None:
