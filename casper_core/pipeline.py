@@ -22,7 +22,7 @@ from .temporal import (
     window_latent_frames,
     window_weights,
 )
-from .trimask import TrimaskJobs, quantize_trimask
+from .trimask import TRIMASK_VALUES, TrimaskJobs, check_unit_values, quantize_trimask
 from .vae_decode import decode_latents
 
 # The reference encodes the prompt to 226 tokens (T5, eos appended, zero padding, no attention mask).
@@ -167,9 +167,11 @@ class CasperPipeline:
 
         Args:
             video: ``[T,H,W,3]`` float in 0..1, any T ≥ 1. H and W must be multiples of 16 unless `height` and
-                `width` are given.
-            jobs: `TrimaskJobs`, or a trimask tensor ``[J,T,H,W]`` / ``[T,H,W]`` (1 remove, 0.5 neutral, 0 keep;
-                snapped at 0.25 / 0.75) at the video's length and size.
+                `width` are given. NaN / infinite values and values further than 0.1 outside 0..1 (a 0..255 video)
+                are refused; smaller excursions (resizing overshoot) are clamped.
+            jobs: `TrimaskJobs`, or a trimask tensor ``[J,T,H,W]`` / ``[T,H,W]`` (1 remove,
+                0.5 neutral, 0 keep; snapped at 0.25 / 0.75) at the video's length and size; values must be finite
+                and in 0..1.
             prompt: text prompt (the release uses "empty scene").
             negative_prompt: used only with `guidance_scale` > 1 (classifier-free guidance).
             guidance_scale: 1 = no guidance (as released); > 1 runs the negative prompt too.
@@ -177,7 +179,8 @@ class CasperPipeline:
             seed: seed of the initial noise and of the input-noise augmentation. Every job gets a fresh
                 generator with this seed, so a job's output does not depend on the other jobs or the batch size.
             window_frames: temporal window in frames (85 as released); shorter clips are padded to it.
-            overlap_frames: window overlap in frames (16 as released: 4 latent frames).
+            overlap_frames: window overlap in frames (16 as released: 4 latent frames); it must be shorter than
+                the window only when the clip needs more than one window.
             batch_size: jobs per transformer batch; None runs all jobs in one batch.
             progress: ``progress(step, total)`` after every denoising step (total = steps × batches); it may raise
                 to interrupt (the run stops after the current step and the exception propagates).
@@ -211,7 +214,7 @@ class CasperPipeline:
 
         try:
             # 2. Pixels in −1..1 and trimasks at the working size, padded to 4k+1 frames (k odd)
-            pixels = video.detach().float().permute(3, 0, 1, 2)  # [3,T,H,W]
+            pixels = video.detach().float().clamp(0, 1).permute(3, 0, 1, 2)  # [3,T,H,W]
             masks = trimasks.detach().float()  # [J,T,H,W]
             if (work_height, work_width) != (in_height, in_width):
                 pixels = F.interpolate(pixels, size=(work_height, work_width), mode="area")
@@ -301,6 +304,7 @@ class CasperPipeline:
         frames, in_height, in_width = video.shape[:3]
         if frames < 1:
             raise ValueError("video: has no frames")
+        check_unit_values("video", video, "finite RGB values in 0..1")
         if isinstance(jobs, TrimaskJobs):
             names, trimasks = jobs.names, jobs.trimasks
         elif isinstance(jobs, torch.Tensor):
@@ -312,6 +316,7 @@ class CasperPipeline:
             raise TypeError(f"jobs: expected TrimaskJobs or a trimask tensor, got {type(jobs).__name__}")
         if trimasks.shape[0] == 0:
             raise ValueError("jobs: no trimask jobs")
+        check_unit_values("jobs", trimasks, TRIMASK_VALUES)
         if trimasks.shape[1] != frames:
             raise ValueError(f"jobs: trimasks have {trimasks.shape[1]} frames, but the video has {frames}")
         if tuple(trimasks.shape[2:]) != (in_height, in_width):
@@ -331,9 +336,14 @@ class CasperPipeline:
             raise ValueError(f"guidance_scale: expected ≥ 1 (1 = no guidance), got {guidance_scale}")
         patch_t = self.transformer.config.patch_size_t
         window = window_latent_frames(window_frames, patch_t)
-        if not isinstance(overlap_frames, int) or overlap_frames < 0 or overlap_frames // 4 >= window:
+        if not isinstance(overlap_frames, int) or overlap_frames < 0:
+            raise ValueError(f"overlap_frames: expected an integer ≥ 0, got {overlap_frames!r}")
+        # The overlap matters only when the clip needs several windows; a clip that fits one ignores it.
+        clip_latents = latent_frames(padded_length(frames, window_frames))
+        if clip_latents > window and overlap_frames // 4 >= window:
             raise ValueError(
-                f"overlap_frames: expected 0 ≤ overlap_frames // 4 < {window} (the window's latent frames), "
+                f"overlap_frames: {frames} frames need several windows of {window_frames} frames ({window} latent "
+                f"frames), so the overlap must be shorter: expected overlap_frames // 4 < {window}, "
                 f"got {overlap_frames!r}"
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):

@@ -26,6 +26,9 @@ MASK_THRESHOLD = 240.0 / 255.0
 # reference's quantisation thresholds on 0..255 values (> 192 keep, 64..192 neutral, < 64 remove).
 FILE_KEEP_ABOVE = 192.0 / 255.0
 FILE_REMOVE_BELOW = 64.0 / 255.0
+# How far outside 0..1 a float input may stray and still be taken as 0..1 (the overshoot of bicubic or Lanczos
+# resizing); anything further out is refused (a 0..255 picture, say).
+VALUE_TOLERANCE = 0.1
 
 
 @dataclass
@@ -34,7 +37,8 @@ class TrimaskJobs:
 
     Attributes:
         names: one name per job (``"background"``, ``"solo_0"``, …).
-        trimasks: ``[J,T,H,W]`` float32 in {0, 0.5, 1} (1 remove, 0.5 neutral, 0 keep).
+        trimasks: ``[J,T,H,W]`` float32 in {0, 0.5, 1} (1 remove, 0.5 neutral, 0 keep). Values must be finite
+            and in 0..1 (`check_unit_values`); the pipeline snaps them to the three levels.
     """
 
     names: list[str]
@@ -51,6 +55,7 @@ class TrimaskJobs:
             raise ValueError(f"names: must be unique, got {self.names}")
         if self.trimasks.shape[0] == 0:
             raise ValueError("trimasks: no jobs (J = 0)")
+        check_unit_values("trimasks", self.trimasks, TRIMASK_VALUES)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -73,7 +78,8 @@ class TrimaskJobs:
 
         Args:
             trimask_video: ``[T,H,W]``, ``[T,H,W,C]`` (channel 0 is used), or ``[J,T,H,W]`` for several jobs;
-                float in 0..1 (uint8 0..255 is accepted too).
+                float in 0..1 (uint8 0..255 is accepted too; a float 0..255 video or NaN is refused, as its
+                neutral grey could not be told apart).
             convention: ``"file"`` — as trimask video files are drawn: white (≥ 192/255) keep, grey (64..192)/255
                 neutral, black (< 64/255) remove; or ``"internal"`` — 1 remove, 0.5 neutral, 0 keep
                 (values > 0.75 remove, 0.25..0.75 neutral, < 0.25 keep).
@@ -91,6 +97,7 @@ class TrimaskJobs:
         if values.dtype == torch.uint8:
             values = values.float() / 255.0
         values = values.float()
+        check_unit_values("trimask_video", values, "float values in 0..1 (or uint8 0..255)")
         if values.ndim == 4 and values.shape[-1] in (1, 3, 4):  # [T,H,W,C]: a picture's widths are never 1..4 px
             values = values[..., 0]
         if values.ndim == 3:
@@ -112,6 +119,28 @@ class TrimaskJobs:
         return cls(list(names), trimasks)
 
 
+TRIMASK_VALUES = "values in {0, 0.5, 1} or 0..1 (1 remove, 0.5 neutral, 0 keep)"
+
+
+def check_unit_values(name: str, values: torch.Tensor, expected: str = "values in 0..1") -> None:
+    """Refuse NaN / infinite values and values outside 0..1 (beyond `VALUE_TOLERANCE`), naming `name`.
+
+    Bool tensors pass. The message says what was found and that `expected` was expected (0..255 data gets a hint).
+    """
+    if values.dtype == torch.bool or values.numel() == 0:
+        return
+    if not values.is_floating_point():
+        values = values.float()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise ValueError(f"{name}: {bad} value(s) are NaN or infinite; expected finite {expected}")
+    low, high = (float(v) for v in torch.aminmax(values))
+    if low < -VALUE_TOLERANCE or high > 1.0 + VALUE_TOLERANCE:
+        hint = "; 0..255 data must be divided by 255 first" if high > 1.0 + VALUE_TOLERANCE and high <= 255.5 else ""
+        raise ValueError(f"{name}: values range {low:g}..{high:g}, expected {expected}{hint}")
+
+
 def quantize_trimask(trimask: torch.Tensor) -> torch.Tensor:
     """Snap internal-convention values to {0, 0.5, 1}: > 0.75 remove, 0.25..0.75 neutral, < 0.25 keep."""
     out = torch.full_like(trimask, NEUTRAL)
@@ -131,7 +160,8 @@ def build_trimask_jobs(
 
     Args:
         video: ``[T,H,W,3]`` float 0..1 (only its frame count and size are used, to check the masks).
-        masks: ``[N,T,H,W]`` object masks, float 0..1 (or bool); ``[T,H,W]`` is one object.
+        masks: ``[N,T,H,W]`` object masks, float 0..1 (or bool); ``[T,H,W]`` is one object. NaN or values far
+            outside 0..1 (a 0..255 mask) are refused.
         dilate: width in pixels of the square dilation footprint (at the output size); 0 disables.
         size: ``(height, width)`` of the trimasks; the masks are area-resized to it. None keeps the video's size.
 
@@ -156,6 +186,7 @@ def build_trimask_jobs(
         raise ValueError(f"masks: size {tuple(masks.shape[2:])} (H,W), but the video is {(height, width)}")
     if not isinstance(dilate, int) or dilate < 0:
         raise ValueError(f"dilate: expected a width in pixels ≥ 0, got {dilate!r}")
+    check_unit_values("masks", masks, "mask values in 0..1 (1 = object)")
 
     masks = masks.float()
     if size is not None:

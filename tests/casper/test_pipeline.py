@@ -212,3 +212,58 @@ def test_no_guidance_encodes_only_the_prompt(tiny_pipe):
         assert len(calls) == 3
     finally:
         handle.remove()
+
+
+def _with(tensor, index, value):
+    tensor = tensor.clone()
+    tensor[index] = value
+    return tensor
+
+
+@pytest.mark.parametrize(
+    "video, jobs, match",
+    [
+        # one NaN pixel would make the whole output NaN
+        (_with(make_video(5), (2, 3, 4, 0), float("nan")), None, r"video: 1 value\(s\) are NaN"),
+        (_with(make_video(5), (0, 0, 0, 1), float("inf")), None, r"video: 1 value\(s\) are NaN or infinite"),
+        # a 0..255 float video
+        (make_video(5) * 255, None, r"video: values range .*\.\.2[0-9.]+, expected finite RGB values in 0\.\.1"),
+        (make_video(5) - 0.5, None, r"video: values range -0\.[0-9]+\.\..*expected finite RGB values in 0\.\.1"),
+        # a float 0..255 trimask (its neutral 127.5 would count as "remove") and a NaN trimask
+        (make_video(5), torch.full((1, 5, 16, 16), 127.5), r"jobs: values range 127\.5\.\.127\.5, expected values in "
+                                                            r"\{0, 0\.5, 1\} or 0\.\.1.*divided by 255"),
+        (make_video(5), _with(torch.full((1, 5, 16, 16), 0.5), (0, 1, 2, 3), float("nan")), r"jobs: 1 value\(s\) are NaN"),
+    ],
+)
+def test_non_finite_and_out_of_range_values_are_refused(tiny_pipe, video, jobs, match):
+    jobs = torch.full((1, 5, 16, 16), 0.5) if jobs is None else jobs
+    with pytest.raises(ValueError, match=match):
+        tiny_pipe(video, jobs, steps=1, window_frames=9, overlap_frames=4)
+
+
+def test_small_resampling_overshoot_is_clamped_not_refused(tiny_pipe):
+    video = make_video(5)
+    trimask = torch.full((1, 5, 16, 16), 0.5)
+    trimask[:, :, 4:12, 4:12] = 1.0
+    kwargs = dict(steps=1, window_frames=9, overlap_frames=4)
+    overshoot = video.clone()
+    overshoot[:, :8] = overshoot[:, :8] * 1.08 - 0.04  # -0.04..1.04, as bicubic resizing gives at edges
+    assert overshoot.min() < 0 and overshoot.max() > 1
+    result = tiny_pipe(overshoot, trimask, **kwargs).videos
+    torch.testing.assert_close(result, tiny_pipe(overshoot.clamp(0, 1), trimask, **kwargs).videos, rtol=0, atol=0)
+    assert torch.isfinite(result).all()
+
+
+def test_a_clip_that_fits_one_window_ignores_the_overlap(tiny_pipe):
+    # The reference's defaults for a short clip: window 13 frames (4 latents) with overlap ("stride") 16 (4 latents).
+    video = make_video(13)
+    trimask = torch.full((1, 13, 16, 16), 0.5)
+    trimask[:, :, 4:12, 4:12] = 1.0
+    with_overlap = tiny_pipe(video, trimask, steps=1, window_frames=13, overlap_frames=16)
+    without = tiny_pipe(video, trimask, steps=1, window_frames=13, overlap_frames=0)
+    assert with_overlap.videos.shape == (1, 13, 16, 16, 3)
+    assert torch.equal(with_overlap.videos, without.videos)
+    # a clip that needs several windows still needs an overlap shorter than the window
+    longer = make_video(30)
+    with pytest.raises(ValueError, match=r"overlap_frames: 30 frames need several windows of 13 frames"):
+        tiny_pipe(longer, torch.full((1, 30, 16, 16), 0.5), steps=1, window_frames=13, overlap_frames=16)

@@ -103,3 +103,37 @@ def test_bad_arguments_are_refused():
         TrimaskJobs(["a"], torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="convention"):
         TrimaskJobs.from_trimask_video(torch.zeros(1, 4, 4), convention="other")
+
+
+def test_float_0_255_and_nan_trimask_videos_are_refused():
+    grey = torch.full((2, 8, 8), 127.0)  # a float 0..255 trimask video: its neutral grey would read as "keep"
+    with pytest.raises(ValueError, match=r"trimask_video: values range 127\.\.127, expected float values in 0\.\.1 "
+                                         r"\(or uint8 0\.\.255\); 0\.\.255 data must be divided by 255"):
+        TrimaskJobs.from_trimask_video(grey)
+    # the same values as uint8, or divided by 255, keep their neutral level
+    assert TrimaskJobs.from_trimask_video(grey.to(torch.uint8)).trimasks.unique().tolist() == [0.5]
+    assert TrimaskJobs.from_trimask_video(grey / 255).trimasks.unique().tolist() == [0.5]
+    nan = torch.full((2, 8, 8), 0.5)
+    nan[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"trimask_video: 1 value\(s\) are NaN or infinite"):
+        TrimaskJobs.from_trimask_video(nan, convention="internal")
+
+
+def _with_object(masks, value):
+    masks = masks.clone()
+    masks[:, :, 4:12, 4:12] = value
+    return masks
+
+
+def test_trimask_jobs_and_object_masks_refuse_bad_values():
+    with pytest.raises(ValueError, match=r"trimasks: values range 0\.\.255, expected values in \{0, 0\.5, 1\}"):
+        TrimaskJobs(["background"], torch.tensor([0.0, 127.0, 255.0]).view(1, 1, 1, 3))
+    masks = torch.zeros(1, 3, 24, 32)
+    masks[0, 1, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"masks: 1 value\(s\) are NaN or infinite; expected finite mask values"):
+        build_trimask_jobs(_video(), masks)
+    with pytest.raises(ValueError, match=r"masks: values range 0\.\.255, .*divided by 255"):
+        build_trimask_jobs(_video(), _with_object(torch.zeros(1, 3, 24, 32), 255.0))
+    # bool masks and the three trimask levels pass
+    assert build_trimask_jobs(_video(), torch.ones(1, 3, 24, 32, dtype=torch.bool), dilate=0).trimasks.min() == 1.0
+    assert TrimaskJobs(["a"], torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3)).trimasks.numel() == 3
