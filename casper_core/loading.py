@@ -9,6 +9,11 @@ Release formats accepted:
   folder with ``transformer/``), which then replaces the base transformer entirely.
 
 Only safetensors are read; pickle-based files (``.bin``, ``.pt``, ``.pth``, ``.ckpt``) are refused, never unpickled.
+Every weight file's header is read before any weights, so a truncated or corrupt file is refused by name up front.
+
+A Casper ``.safetensors`` must replace at least `MIN_CASPER_SHARE` of the transformer's tensors: a file that matches
+(almost) nothing, such as a LoRA, a VAE or a checkpoint with other key names, would otherwise leave the base model
+running unnoticed. ``allow_partial=True`` loads such a partial file on purpose (the base fills in the rest).
 
 Weights are read straight into modules built on the ``meta`` device, so a 5 B-parameter model is never randomly
 initialised nor held twice in memory; a Casper state dict's tensors are read instead of the base's (the base file is
@@ -50,6 +55,8 @@ _TRANSFORMERS_WEIGHTS = "model"
 _WRAPPER_PREFIXES = ("module.", "transformer.", "model.")
 # CogVideoX-Fun's transformer config key (input-noise augmentation of the inpaint latents; read by the pipeline).
 _RELEASE_ONLY_CONFIG_KEYS = ("add_noise_in_inpaint_model",)
+# A Casper state dict must replace at least this share of the transformer's tensors unless allow_partial=True.
+MIN_CASPER_SHARE = 0.9
 
 
 @dataclass
@@ -61,6 +68,7 @@ class LoadReport:
         casper_weights: the Casper file or folder (None: the base transformer is used as is).
         casper_format: ``"safetensors"`` (state dict over the base), ``"diffusers_folder"`` or None.
         overridden_keys: number of transformer tensors taken from the Casper file.
+        transformer_keys: number of tensors of the transformer.
         missing_keys: transformer keys the Casper state dict lacks (their base values are kept).
         unexpected_keys: keys in the Casper state dict that the transformer does not have (ignored).
         stripped_prefix: a wrapper prefix removed from every Casper key ("" if none).
@@ -73,6 +81,7 @@ class LoadReport:
     casper_weights: Path | None
     casper_format: str | None
     overridden_keys: int = 0
+    transformer_keys: int = 0
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     stripped_prefix: str = ""
@@ -105,6 +114,7 @@ def load_casper_pipeline(
     device=None,
     attention_backend: str | None = "auto",
     vae_tiling: bool = True,
+    allow_partial: bool = False,
 ):
     """Load the Casper pipeline from the release files.
 
@@ -119,6 +129,9 @@ def load_casper_pipeline(
         device: execution device; default CUDA when available, else CPU.
         attention_backend: one of `casper_core.attention.ATTENTION_BACKENDS` (None = "auto").
         vae_tiling: decode/encode the VAE in spatial tiles and one batch item at a time (lower peak memory).
+        allow_partial: load a Casper ``.safetensors`` that replaces fewer than `MIN_CASPER_SHARE` of the
+            transformer's tensors (the base model's values are kept for the rest). False refuses such a file,
+            naming it and showing keys of the file and of the model.
 
     Returns:
         `CasperPipeline` with ``.load_report`` (`LoadReport`) and ``.memory_plan`` (`MemoryPlan`).
@@ -133,6 +146,7 @@ def load_casper_pipeline(
         device=device,
         attention_backend=attention_backend,
         vae_tiling=vae_tiling,
+        allow_partial=allow_partial,
     )
     pipeline = CasperPipeline(
         transformer=parts.transformer,
@@ -156,6 +170,7 @@ def load_casper_components(
     device=None,
     attention_backend: str | None = "auto",
     vae_tiling: bool = True,
+    allow_partial: bool = False,
 ) -> LoadedComponents:
     """Load, place and configure the five components (see `load_casper_pipeline` for the arguments)."""
     # 1. Check every argument and file before reading any weights.
@@ -176,6 +191,9 @@ def load_casper_components(
     _require_file(transformer_folder / "config.json", "transformer config")
     check_inpaint_transformer_config(transformer_folder / "config.json")
     weight_files["transformer"] = find_safetensors(transformer_folder, _DIFFUSERS_WEIGHTS)
+    for files in weight_files.values():  # headers only: a truncated or corrupt file is named before any loading
+        for file in files:
+            check_safetensors_file(file)
 
     report = LoadReport(
         base_dir=Path(base_dir),
@@ -194,8 +212,10 @@ def load_casper_components(
         overrides = read_safetensors([casper_path])
         overrides, report.stripped_prefix = strip_wrapper_prefix(overrides)
     transformer, override_info = load_diffusers_model(
-        CogVideoXTransformer3DModel, transformer_folder, weight_files["transformer"], torch_dtype, overrides=overrides
+        CogVideoXTransformer3DModel, transformer_folder, weight_files["transformer"], torch_dtype, overrides=overrides,
+        min_override_share=0.0 if allow_partial else MIN_CASPER_SHARE, override_source=f"casper_weights {casper_path}",
     )
+    report.transformer_keys = len(transformer.state_dict())
     if overrides is not None:
         report.overridden_keys, report.missing_keys, report.unexpected_keys = override_info
         if report.missing_keys or report.unexpected_keys:
@@ -314,7 +334,27 @@ def check_casper_weights(casper_weights) -> tuple[Path | None, str | None]:
         raise FileNotFoundError(f"casper_weights {path} does not exist (expected a .safetensors file or folder)")
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"casper_weights {path}: expected a .safetensors file, got suffix {path.suffix!r}")
+    check_safetensors_file(path, what="casper_weights")
     return path, "safetensors"
+
+
+def check_safetensors_file(path, what: str = "weight file") -> list[str]:
+    """Read only the header of the safetensors file `path`; return its tensor names.
+
+    Raises ValueError naming the file when it is not a readable safetensors file (truncated, corrupt, empty).
+    """
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return list(handle.keys())
+    except Exception as error:  # noqa: BLE001  (SafetensorError for a bad header or short file, OSError)
+        raise _unreadable(path, what, error) from error
+
+
+def _unreadable(path, what: str, error: Exception) -> ValueError:
+    return ValueError(
+        f"{what} {path} is not a readable .safetensors file ({error}); it is probably truncated or corrupt "
+        "(an interrupted download or copy?): download it again"
+    )
 
 
 def check_inpaint_transformer_config(config_path: Path) -> None:
@@ -366,10 +406,13 @@ def read_safetensors(files: list[Path], skip: set[str] | frozenset = frozenset()
     """All tensors of `files` except the keys in `skip` (CPU, stored dtype)."""
     tensors = {}
     for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            for key in handle.keys():
-                if key not in skip:
-                    tensors[key] = handle.get_tensor(key)
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as handle:
+                for key in handle.keys():
+                    if key not in skip:
+                        tensors[key] = handle.get_tensor(key)
+        except Exception as error:  # noqa: BLE001  (SafetensorError, OSError): name the file
+            raise _unreadable(file, "weight file", error) from error
     return tensors
 
 
@@ -381,18 +424,30 @@ def strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str,
     return state_dict, ""
 
 
-def load_diffusers_model(model_class, folder: Path, weight_files: list[Path], dtype: torch.dtype, overrides=None):
+def load_diffusers_model(
+    model_class,
+    folder: Path,
+    weight_files: list[Path],
+    dtype: torch.dtype,
+    overrides=None,
+    *,
+    min_override_share: float = 0.0,
+    override_source: str = "overrides",
+):
     """Build `model_class` from ``folder/config.json`` on the meta device and read its safetensors weights into it.
 
     Args:
         overrides: optional state dict whose tensors replace the file's (a Casper checkpoint).
+        min_override_share: refuse `overrides` that replace fewer than this share of the model's tensors (checked
+            before the base weights are read).
+        override_source: how `overrides` is named in errors (e.g. ``"casper_weights <file>"``).
 
     Returns:
         (model in eval mode on the CPU in `dtype`, (overridden count, missing keys, unexpected keys) of `overrides`).
 
     Raises:
-        ValueError: a tensor's shape differs from the model's (names the tensor and both shapes), or the weight files
-            leave model tensors unset.
+        ValueError: a tensor's shape differs from the model's (names the tensor and both shapes), the weight files
+            leave model tensors unset, or `overrides` replaces too few tensors.
     """
     config = json.loads((Path(folder) / "config.json").read_text())
     # Release-only flags the diffusers class does not take: kept in the model's config (the pipeline reads them)
@@ -409,9 +464,18 @@ def load_diffusers_model(model_class, folder: Path, weight_files: list[Path], dt
     if overrides is not None:
         unexpected = sorted(key for key in overrides if key not in expected)
         used = {key: value for key, value in overrides.items() if key in expected}
-        _check_shapes(used, expected, source="casper_weights")
+        _check_shapes(used, expected, source=override_source)
         missing = sorted(key for key in expected if key not in used)
         override_info = (len(used), missing, unexpected)
+        if len(used) < min_override_share * len(expected):
+            raise ValueError(
+                f"{override_source}: replaces only {len(used)} of the transformer's {len(expected)} tensors "
+                f"({len(used) / max(len(expected), 1):.0%}; at least {min_override_share:.0%} expected), so mostly "
+                f"the base model would run. Keys in the file that the model lacks: "
+                f"{_preview(unexpected, 4) or '(none)'}; model keys the file lacks: {_preview(missing, 4)}. "
+                "Is this the Casper transformer (not a LoRA, VAE or other model)? To load a partial file on purpose, "
+                "pass allow_partial=True (Load Casper Model: allow_partial_weights)."
+            )
         state.update(used)
     base = read_safetensors(weight_files, skip=set(state))
     base_unexpected = sorted(key for key in base if key not in expected)

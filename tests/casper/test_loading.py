@@ -357,3 +357,55 @@ def test_importing_casper_core_needs_neither_diffusers_nor_transformers():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_casper_weights_that_match_too_little_are_refused_unless_partial_is_allowed(release, tmp_path):
+    casper = load_file(release.casper_weights)
+    # keys under another naming (a ComfyUI-style prefix that is not a plain wrapper): nothing matches
+    renamed = tmp_path / "other_names.safetensors"
+    save_file({"diffusion_model." + k: v for k, v in casper.items()}, str(renamed))
+    with pytest.raises(ValueError, match=r"replaces only 0 of the transformer's 64 tensors \(0%; at least 90%") as info:
+        _load(release, casper=renamed)
+    message = str(info.value)
+    assert str(renamed) in message
+    assert "diffusion_model.norm_final.bias" in message  # a key of the file …
+    assert "norm_final.bias" in message.split("model keys the file lacks:")[1]  # … and one of the model
+    assert "allow_partial=True" in message
+    # a file with a few of the tensors: refused, unless allow_partial=True, which keeps the base values for the rest
+    few = sorted(casper)[:10]
+    partial = tmp_path / "partial.safetensors"
+    save_file({k: casper[k] for k in few}, str(partial))
+    with pytest.raises(ValueError, match=r"partial\.safetensors: replaces only 10 of the transformer's 64 tensors"):
+        _load(release, casper=partial)
+    parts = _load(release, casper=partial, allow_partial=True)
+    assert parts.report.overridden_keys == 10 and parts.report.transformer_keys == 64
+    base = load_file(release.base_dir / "transformer/diffusion_pytorch_model.safetensors")
+    state = parts.transformer.state_dict()
+    assert all(torch.equal(state[k], casper[k]) for k in few)
+    assert all(torch.equal(state[k], base[k]) for k in state if k not in few)
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_corrupt_or_truncated_safetensors_are_named(release, tmp_path):
+    from casper_core.loading import check_casper_weights
+
+    truncated = tmp_path / "truncated.safetensors"
+    shutil.copy(release.casper_weights, truncated)
+    _truncate(truncated)
+    for call in (lambda: check_casper_weights(truncated), lambda: _load(release, casper=truncated)):
+        with pytest.raises(ValueError, match=r"casper_weights .*truncated\.safetensors is not a readable \.safetensors "
+                                             r"file .*download it again"):
+            call()
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"<html>404 Not Found</html>" * 10)
+    with pytest.raises(ValueError, match=r"garbage\.safetensors is not a readable"):
+        _load(release, casper=garbage)
+    # a base model file (here the text encoder, which transformers would read) is named too, before any loading
+    base = _copy_base(release, tmp_path)
+    _truncate(base / "text_encoder/model.safetensors", keep=0.9)
+    with pytest.raises(ValueError, match=r"text_encoder.model\.safetensors is not a readable"):
+        load_casper_components(base, None, dtype="fp32", device="cpu")
