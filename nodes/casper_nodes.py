@@ -56,6 +56,12 @@ class GenOmnimatteLoadCasperModel:
                                                                         "picks cuDNN on Hopper, else PyTorch's choice."}),
             "vae_tiling": ("BOOLEAN", {"default": True, "tooltip": "Encode/decode the VAE in tiles (lower peak memory, "
                                                                    "same result up to tile seams)."}),
+        }, "optional": {
+            "allow_partial_weights": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "Off: Casper weights that replace fewer than 90 % of the transformer's tensors are refused "
+                           "(such a file, e.g. a LoRA or a checkpoint with other key names, would leave the base "
+                           "model running). On: load a partial file on purpose; the base model fills in the rest."}),
         }}
 
     @classmethod
@@ -68,7 +74,8 @@ class GenOmnimatteLoadCasperModel:
             return "No Casper weights found. Put the Casper transformer .safetensors into ComfyUI/models/casper/."
         return True
 
-    def load(self, base_model, casper_weights, dtype, memory_mode, attention_backend, vae_tiling):
+    def load(self, base_model, casper_weights, dtype, memory_mode, attention_backend, vae_tiling,
+             allow_partial_weights=False):
         # 1. Cheap checks first: folders and file layout, before any weight is read
         base_dir = comfy.resolve_base_model(base_model)
         weights = comfy.resolve_casper_weights(casper_weights)
@@ -77,11 +84,12 @@ class GenOmnimatteLoadCasperModel:
         from ..casper_core import loading
         loading.check_base_dir(base_dir)
         loading.check_casper_weights(weights)
-        # 2. Load (the loader refuses weights made for another architecture, naming the mismatch)
+        # 2. Load (the loader refuses weights made for another architecture, naming the mismatch, and weights that
+        #    replace too little of the transformer unless allow_partial_weights)
         comfy.free_memory()
         pipeline = loading.load_casper_pipeline(base_dir, weights, dtype=dtype, memory_mode=memory_mode,
                                                 device=comfy.torch_device(), attention_backend=attention_backend,
-                                                vae_tiling=vae_tiling)
+                                                vae_tiling=vae_tiling, allow_partial=bool(allow_partial_weights))
         return (pipeline,)
 
 
@@ -126,7 +134,8 @@ class GenOmnimatteBuildTrimasks:
 class GenOmnimatteCasperRemove:
     DESCRIPTION = ("Run Casper on every trimask job: the clean background (every object removed with its shadow, "
                    "reflection, dust) and, per object, a video with only that object. Any frame count and size: "
-                   "the video is padded/cropped to Casper's grid and back.")
+                   "Casper runs at the working width × height (the video and trimasks are resized to it) and the "
+                   "results come back at the input's size and length.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("clean_background", "solo_videos")
@@ -151,7 +160,8 @@ class GenOmnimatteCasperRemove:
                                       "tooltip": "Frames per temporal window (4k+1). Longer videos are processed in "
                                                  "overlapping windows and blended."}),
             "overlap_frames": ("INT", {"default": 16, "min": 0, "max": 96, "step": 4,
-                                       "tooltip": "Frames shared by neighbouring windows."}),
+                                       "tooltip": "Frames shared by neighbouring windows. Must be shorter than the "
+                                                  "window only when the clip needs more than one window."}),
             "width": ("INT", {"default": 672, "min": 0, "max": 4096, "step": 16,
                               "tooltip": "Working width (multiple of 16); the video is resized to it and the "
                                          "results back to the input size. 672×384 is what Casper was trained at; "
@@ -175,18 +185,19 @@ class GenOmnimatteCasperRemove:
             return f"window_frames must be 4k+1 frames between 5 and 197 (85 as released), got {window_frames!r}"
         if not isinstance(overlap_frames, int) or not 0 <= overlap_frames <= 96 or overlap_frames % 4:
             return f"overlap_frames must be a multiple of 4 between 0 and 96 (16 as released), got {overlap_frames!r}"
-        if overlap_frames >= window_frames:
-            return f"overlap_frames ({overlap_frames}) must be smaller than window_frames ({window_frames})"
+        # overlap_frames ≥ window_frames is fine for a clip that fits one window; the pipeline refuses it only when
+        # the clip needs several windows (the clip length is not known here).
         return True
 
     def remove(self, casper_model, video, trimask_jobs, prompt, steps, seed, window_frames, overlap_frames,
                width, height, negative_prompt="", guidance_scale=1.0, batch_size=0):
-        frames, height, width = video.shape[:3]
-        if tuple(trimask_jobs.trimasks.shape[1:]) != (frames, height, width):
+        frames, in_height, in_width = video.shape[:3]
+        if tuple(trimask_jobs.trimasks.shape[1:]) != (frames, in_height, in_width):
             raise ValueError(f"trimask_jobs are {tuple(trimask_jobs.trimasks.shape[1:])} (frames, H, W) but the video "
-                             f"is {(frames, height, width)}; build the trimasks from this video")
-        work_height = int(height) or max(16, round(video.shape[1] / 16) * 16)
-        work_width = int(width) or max(16, round(video.shape[2] / 16) * 16)
+                             f"is {(frames, in_height, in_width)}; build the trimasks from this video")
+        # The working size: the video and trimasks are resized to it, the results back to the input's size.
+        work_height = int(height) or max(16, round(in_height / 16) * 16)
+        work_width = int(width) or max(16, round(in_width / 16) * 16)
         if work_height % 16 or work_width % 16:
             raise ValueError(f"width × height {work_width}×{work_height} must be multiples of 16 (0 = the input's)")
         progress = comfy.Progress(steps * len(trimask_jobs))

@@ -21,6 +21,9 @@ def models_dir(tmp_path_factory):
     shutil.move(str(release.casper_weights), root / "casper" / release.casper_weights.name)
     other = testing.write_tiny_release(root / "other", seed=0, transformer_overrides={"num_attention_heads": 4})
     shutil.move(str(other.casper_weights), root / "casper" / "other_architecture.safetensors")
+    from safetensors.torch import load_file, save_file
+    casper = load_file(root / "casper" / release.casper_weights.name)
+    save_file({k: casper[k] for k in sorted(casper)[:5]}, str(root / "casper" / "partial.safetensors"))
     return root
 
 
@@ -48,3 +51,64 @@ def test_casper_weights_for_another_architecture_are_refused(pack, models_dir, m
     with pytest.raises(ValueError, match="architecture"):
         load.load("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "other_architecture.safetensors", "fp32", "gpu", "auto",
                   False)
+
+
+class _RecordWorkingSize:
+    """Wraps a pipeline's `encode_video` to record the pixel size Casper runs at."""
+
+    def __init__(self, model):
+        self.sizes, self._encode = [], model.encode_video
+        model.encode_video = self
+
+    def __call__(self, pixels, augmentation):
+        self.sizes.append(tuple(pixels.shape[-2:]))
+        return self._encode(pixels, augmentation)
+
+
+@pytest.mark.parametrize("width, height, working", [(48, 32, (32, 48)), (0, 0, (48, 96))])
+def test_casper_remove_runs_at_the_set_working_size_and_returns_the_input_size(pack, models_dir, monkeypatch,
+                                                                               width, height, working):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
+    nodes = pack.NODE_CLASS_MAPPINGS
+    # 50 × 90: not a multiple of 16; 0 × 0 means the input size rounded to 16 (48 × 96)
+    video, masks, *_ = nodes["GenOmnimatteDemoScene"]().generate(0, 2, FRAMES, 90, 50, "static")
+    assert video.shape == (FRAMES, 50, 90, 3)
+    with torch.inference_mode():
+        model, = nodes["GenOmnimatteLoadCasperModel"]().load(
+            "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu",
+            "auto", False)
+        record = _RecordWorkingSize(model)
+        jobs, _, _ = nodes["GenOmnimatteBuildTrimasks"]().build(video, masks, 3, "background + solos")
+        background, solos = nodes["GenOmnimatteCasperRemove"]().remove(model, video, jobs, "empty scene", 1, 0, 85,
+                                                                       16, width, height)
+    assert record.sizes == [working]  # one encode of the video, at the working size
+    assert background.shape == (FRAMES, 50, 90, 3) and solos.shape == (2 * FRAMES, 50, 90, 3)
+    assert torch.isfinite(background).all() and 0 <= float(background.min()) and float(background.max()) <= 1
+
+
+def test_casper_remove_takes_the_reference_overlap_on_a_one_window_clip(pack, models_dir, monkeypatch):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
+    nodes = pack.NODE_CLASS_MAPPINGS
+    remove = nodes["GenOmnimatteCasperRemove"]
+    # the reference's short-clip defaults: window 13 frames, overlap ("stride") 16
+    assert remove.VALIDATE_INPUTS(window_frames=13, overlap_frames=16) is True
+    video, masks, *_ = nodes["GenOmnimatteDemoScene"]().generate(0, 1, FRAMES, WIDTH, HEIGHT, "static")
+    with torch.inference_mode():
+        model, = nodes["GenOmnimatteLoadCasperModel"]().load(
+            "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu",
+            "auto", False)
+        jobs, _, _ = nodes["GenOmnimatteBuildTrimasks"]().build(video, masks, 3, "background only")
+        background, _ = remove().remove(model, video, jobs, "empty scene", 1, 0, 13, 16, WIDTH, HEIGHT)
+    assert background.shape == video.shape and torch.isfinite(background).all()
+
+
+def test_partial_casper_weights_need_allow_partial_weights(pack, models_dir, monkeypatch):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
+    load = pack.NODE_CLASS_MAPPINGS["GenOmnimatteLoadCasperModel"]
+    spec = load.INPUT_TYPES()["optional"]["allow_partial_weights"]
+    assert spec[0] == "BOOLEAN" and spec[1]["default"] is False and "90 %" in spec[1]["tooltip"]
+    args = ("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "partial.safetensors", "fp32", "gpu", "auto", False)
+    with pytest.raises(ValueError, match=r"partial\.safetensors: replaces only 5 of the transformer's 64 tensors"):
+        load().load(*args)
+    model, = load().load(*args, allow_partial_weights=True)
+    assert model.load_report.overridden_keys == 5
