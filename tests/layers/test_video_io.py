@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnimatte_core.video_io import read_label_map, read_masks, read_video
+from omnimatte_core.video_io import find_label_values, read_label_map, read_masks, read_video, split_label_levels
 
 
 def _write_png_folder(folder, frames_u8):
@@ -128,3 +128,82 @@ def test_max_frames_applies_to_masks_and_label_maps(tmp_path):
     assert read_masks([folder], num_frames=3, max_frames=3).shape == (1, 3, 1, 16, 16)
     masks, values = read_label_map(folder, num_frames=3, max_frames=3)
     assert masks.shape == (1, 3, 1, 16, 16) and values == [1]
+
+
+def _label_scene(frames=12, height=120, width=200):
+    """Three moving objects on a black background: an ellipse (100), a box (200) and a small 8×8 square (150)."""
+    yy, xx = np.mgrid[:height, :width]
+    labels = np.zeros((frames, height, width), np.uint8)
+    for t in range(frames):
+        labels[t][((yy - 60) ** 2 / 900 + (xx - 50 - t) ** 2 / 1000) < 1] = 100
+        labels[t][(abs(yy - 72) < 30) & (abs(xx - 140 + t) < 25)] = 200
+        labels[t][(abs(yy - 10) < 4) & (abs(xx - 100 - t) < 4)] = 150
+    return labels
+
+
+def _iou(mask, truth):
+    mask, truth = mask.bool(), torch.as_tensor(truth)
+    return float((mask & truth).sum() / (mask | truth).sum())
+
+
+@pytest.mark.parametrize("crf", ["18", "28"])
+def test_lossy_label_map_objects_and_coverage(tmp_path, crf):
+    # An mp4 label map: the codec turns some black pixels into 1..3, smears each label over nearby levels and rings
+    # at edges. Codec noise must not become objects, and each object's mask must cover its true area.
+    labels = _label_scene()
+    path = _write_video(tmp_path / "labels.mp4", labels, options={"crf": crf})
+    decoded = read_video(path)[0][:, 0]
+    levels = torch.round(decoded * 255).to(torch.uint8)
+    assert len(levels.unique()) > 30 and bool(((levels > 0) & (levels < 16)).any())  # really lossy, noise near 0
+    masks, values = read_label_map(path, num_frames=12, size=(120, 200))
+    assert len(values) == 3 and masks.shape == (3, 12, 1, 120, 200)
+    for value, mask, truth in zip(values, masks[:, :, 0], (100, 150, 200)):
+        assert abs(value - truth) <= 4
+        assert _iou(mask, labels == truth) > 0.9
+    assert not bool((masks.sum(0) > 1).any())  # every pixel belongs to one object at most
+    background = masks.sum(0)[:, 0] == 0
+    assert _iou(background, labels == 0) > 0.98
+
+    # listing some values keeps the others out of their masks (the box's smear stays the box's)
+    only, chosen = read_label_map(path, values=[200, 100])
+    assert chosen == [200, 100]
+    assert _iou(only[0, :, 0], labels == 200) > 0.9 and _iou(only[1, :, 0], labels == 100) > 0.9
+    assert not bool((only[0, :, 0].bool() & torch.from_numpy(labels == 150)).any())
+
+
+def test_label_finder_lossless_dense_and_lossy_jpg(tmp_path):
+    # lossless dense labels, one of them a 1-pixel line between two others: every level is an exact label
+    labels = np.zeros((4, 30, 40), np.uint8)
+    labels[:, 5:10, 5:30] = 1
+    labels[:, 10:11, 5:30] = 2
+    labels[:, 11:20, 5:30] = 3
+    found = find_label_values(labels)
+    assert (found.values, found.background, found.lossy) == ([1, 2, 3], 0, False)
+    split = split_label_levels(labels)
+    assert split.tolerance == 0
+    for mask, level in zip(split.masks, (1, 2, 3)):
+        assert torch.equal(mask, torch.from_numpy(labels == level))
+
+    # a JPG folder is lossy too: the same finder copes with it
+    scene = _label_scene(frames=4)
+    folder = tmp_path / "jpg"
+    folder.mkdir()
+    for i, frame in enumerate(scene):
+        cv2.imwrite(str(folder / f"{i}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    masks, values = read_label_map(folder)
+    assert len(values) == 3
+    for mask, truth in zip(masks[:, :, 0], (100, 150, 200)):
+        assert _iou(mask, scene == truth) > 0.9
+
+
+def test_label_finder_checks_its_inputs():
+    with pytest.raises(TypeError, match="integers 0..255"):
+        find_label_values(torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match="0..255"):
+        find_label_values(np.full((2, 8, 8), 300))
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[:, 2:5, 2:5] = 7
+    with pytest.raises(ValueError, match=r"no pixel with value\(s\) \[9\]"):
+        split_label_levels(labels, [9])
+    with pytest.raises(ValueError, match="twice"):
+        split_label_levels(labels, [7, 7])
