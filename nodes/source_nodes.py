@@ -111,9 +111,11 @@ class GenOmnimatteMasksFromLabelMap:
             "values": ("STRING", {"default": "auto", "tooltip": "Object values on a 0..255 scale, comma separated "
                                                                 "(e.g. '1,2,3' or '85,170,255'), in the order you "
                                                                 "want the objects; 'auto' finds them (ascending)."}),
-            "tolerance": ("INT", {"default": 0, "min": 0, "max": 64,
-                                  "tooltip": "Values within this many levels still count (lossy videos blur labels: "
-                                             "use ~12 for an mp4)."}),
+            "tolerance": ("INT", {"default": -1, "min": -1, "max": 127,
+                                  "tooltip": "Values within this many levels still count. -1 = automatic: exact "
+                                             "values for a lossless map (PNG), and for a lossy one (mp4, JPG) each "
+                                             "pixel goes to the nearest label, codec noise near 0 to the "
+                                             "background."}),
         }}
 
     @classmethod
@@ -128,28 +130,12 @@ class GenOmnimatteMasksFromLabelMap:
         return True
 
     def split(self, label_map, values, tolerance):
-        levels = torch.round(label_map[..., 0].float().clamp(0, 1) * 255).to(torch.int16)  # [T,H,W]
-        if values.strip().lower() == "auto":
-            counts = torch.bincount(levels.flatten().long(), minlength=256)
-            min_pixels = max(1, int(1e-4 * levels.numel()))
-            found = [v for v in range(1, 256) if int(counts[v]) >= min_pixels]
-            if tolerance:  # keep one value per cluster of nearby levels: the most frequent
-                peaks = []
-                for v in found:
-                    if peaks and v - peaks[-1] <= tolerance:
-                        if counts[v] > counts[peaks[-1]]:
-                            peaks[-1] = v
-                    else:
-                        peaks.append(v)
-                found = peaks
-            chosen = found
-        else:
-            chosen = [int(v) for v in values.split(",") if v.strip()]
-        if not chosen:
-            raise ValueError("label_map has no object labels (every pixel is 0 = background); expected one value per "
-                             "object, e.g. 1, 2, 3")
-        masks = torch.stack([((levels - v).abs() <= tolerance).float() for v in chosen])  # [N,T,H,W]
-        empty = [v for v, m in zip(chosen, masks) if not bool(m.any())]
-        if empty:
-            raise ValueError(f"label_map has no pixel with value(s) {empty}; check 'values' (0..255 scale)")
-        return (masks.flatten(0, 1), len(chosen), ",".join(str(v) for v in chosen))
+        from ..omnimatte_core.video_io import split_label_levels
+
+        if label_map.ndim != 4:
+            raise ValueError(f"label_map must be an IMAGE [frames, H, W, channels], got shape {tuple(label_map.shape)}")
+        levels = torch.round(label_map[..., 0].float().clamp(0, 1) * 255).to(torch.uint8)  # [T,H,W]
+        chosen = None if values.strip().lower() == "auto" else [int(v) for v in values.split(",") if v.strip()]
+        split = split_label_levels(levels, chosen, tolerance=None if tolerance < 0 else tolerance)
+        masks = split.masks.float()  # [N,T,H,W]
+        return (masks.flatten(0, 1), len(split.values), ",".join(str(v) for v in split.values))
