@@ -6,7 +6,8 @@ One call, :func:`export_layers`, writes one *run folder* ``<out_dir>/<prefix>_00
     background/background_00000.png    the clean background, 8-bit RGB
     background.mov / .webm             the background as video (same codecs as the layers, opaque)
     background.mp4                     the background for any player (H.264 or MPEG-4)
-    layers/00_<name>/<name>_00000.png  per layer, 8-bit RGBA, straight (not premultiplied) alpha
+    layers/00_<name>/<name>_00000.png  per layer, 8-bit RGBA, straight (not premultiplied) alpha; where a layer is
+                                       empty (alpha below ``ALPHA_FLOOR``) alpha and colour are exactly 0
     00_<name>.mov                      ProRes 4444 with alpha (prores_ks, yuva444p10le)
     00_<name>.webm                     VP9 with alpha (libvpx-vp9, yuva420p)
     00_<name>_checker.mp4              the layer over a checkerboard, for a quick look
@@ -14,11 +15,13 @@ One call, :func:`export_layers`, writes one *run folder* ``<out_dir>/<prefix>_00
 Nothing is ever overwritten: everything is written into a hidden temporary folder inside ``out_dir`` and renamed to
 a run folder that did not exist at the end; on any error the temporary folder is removed, so no half-written run is
 left behind. Videos with 4:2:0 chroma (the H.264/MPEG-4 previews) need even sizes: odd sizes are padded by one
-repeated row/column there and the manifest says so; the PNGs and alpha videos keep the exact size.
+repeated row/column there and the manifest says so; the PNGs and alpha videos keep the exact size. The manifest is
+strict JSON: non-finite numbers in ``source``/``settings`` are written as ``null``.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import math
 import os
@@ -56,6 +59,11 @@ _PREVIEW_CODECS = ("libx264", "h264", "mpeg4")
 """First one PyAV can open for writing is used for the checkerboard previews and background.mp4."""
 FORMATS = ("png", *ALPHA_VIDEO_FORMATS, "preview")
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+ALPHA_FLOOR = 1.5 / 255
+"""Alpha below this (8-bit values 0 and 1) is written as exactly 0, with colour 0: a fitted alpha comes out of a
+sigmoid and is never exactly 0, and a 1/255 veil over an empty area changes no pixel by more than one level."""
+_NAME_TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
+"""What ``os.rename`` raises when the target run folder appeared meanwhile (any other error is real)."""
 
 
 @dataclass
@@ -254,6 +262,27 @@ def _preview_options(codec: str) -> dict:
     return {"qscale": "2"} if codec == "mpeg4" else {"crf": "16", "preset": "medium"}
 
 
+def _strict_json(value):
+    """``value`` with non-finite floats (NaN, ±inf) replaced by None and numpy scalars by Python ones, so that
+    ``json.dumps(..., allow_nan=False)`` gives strict JSON. Other types are left for ``json.dumps`` to judge."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
+
+
+def clean_empty(rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Straight ``rgb [..., 3, H, W]`` and ``alpha [..., 1, H, W]`` with alpha below ``ALPHA_FLOOR`` set to 0 and the
+    colour there to 0, as every layer file is written."""
+    empty = alpha < ALPHA_FLOOR
+    return rgb.masked_fill(empty, 0.0), alpha.masked_fill(empty, 0.0)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Public API
 
@@ -290,11 +319,12 @@ def export_layers(
     # 1. Check inputs (cheap, before any writing)
     check_prefix(prefix)
     rgb, alpha, background, order, names, fps = _check_layers(layers)
+    rgb, alpha = clean_empty(rgb, alpha)
     chosen, skipped = _resolve_formats(formats)
     if settings is not None:
         try:
-            json.dumps(settings)
-        except TypeError as error:
+            json.dumps(_strict_json(settings), allow_nan=False)
+        except (TypeError, ValueError) as error:
             raise ValueError(f"settings must be JSON-serialisable: {error}") from error
     if not isinstance(checker_square, int) or checker_square < 1:
         raise ValueError(f"checker_square must be a positive integer, got {checker_square!r}")
@@ -365,12 +395,12 @@ def export_layers(
             "width": w,
             "height": h,
             "frames": t,
-            "alpha": "straight (not premultiplied), 8-bit in PNG",
+            "alpha": "straight (not premultiplied), 8-bit in PNG; 0 (with colour 0) where it is below 1.5/255",
             "layers": entries,
             "order_front_to_back": order_names,
             "background": background_entry,
-            "source": source if isinstance(source, (dict, list, type(None))) else str(source),
-            "settings": settings,
+            "source": _strict_json(source) if isinstance(source, (dict, list, type(None))) else str(source),
+            "settings": _strict_json(settings),
             "codecs": {
                 **{k: {"codec": ALPHA_VIDEO_FORMATS[k].codec, "pix_fmt": ALPHA_VIDEO_FORMATS[k].pix_fmt}
                    for k in alpha_formats},
@@ -380,7 +410,11 @@ def export_layers(
             "skipped_formats": skipped,
             "files": files,
         }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        try:
+            text = json.dumps(manifest, indent=1, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"the manifest cannot be written as JSON (check source and settings): {error}") from error
+        (staging / "manifest.json").write_text(text)
 
         # 4. Move the finished run to a run folder that does not exist yet (never replacing anything)
         final = _rename_to_fresh_run_folder(staging, out, prefix)
@@ -402,7 +436,10 @@ def _rename_to_fresh_run_folder(staging: Path, out: Path, prefix: str) -> Path:
                 # or (on Windows) any existing one raises, and we take the next number.
                 os.rename(staging, final)
                 return final
-            except OSError:
-                pass
+            except OSError as error:
+                if not (isinstance(error, FileExistsError) or error.errno in _NAME_TAKEN):
+                    # a real failure (permission, read-only or full disk, ...): say where, keep the cause
+                    raise type(error)(error.errno, f"cannot move the finished run into {str(final)!r}: "
+                                                   f"{error.strerror or error}", str(final)) from error
         number += 1
     raise FileExistsError(f"no free run folder name {prefix}_NNNN in {str(out)!r}")

@@ -1,5 +1,7 @@
 """Export of layers (omnimatte_core.export): round trips, manifest, never overwriting, safe names."""
+import errno
 import json
+import math
 import os
 
 import av
@@ -59,6 +61,7 @@ def test_png_round_trip_and_manifest(tmp_path, layers):
             assert bgra.shape == (H, W, 4) and bgra.dtype == np.uint8
             rgba = torch.from_numpy(cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGBA)).permute(2, 0, 1)
             expected = torch.cat([layers.rgb[i, t], layers.alpha[i, t]]).mul(255).round().to(torch.uint8)
+            expected[:, expected[3] == 0] = 0  # colour 0 where the layer is empty
             assert torch.equal(rgba, expected)  # straight alpha, exactly the quantised input
     background = cv2.imread(str(result.folder / (manifest["background"]["png"] % 3)))
     expected = layers.background[3].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
@@ -160,3 +163,65 @@ def test_bad_layers(tmp_path, layers):
         export_layers(torch.zeros(3), tmp_path)
     assert check_prefix("shot-01_v2.final") == "shot-01_v2.final"
     assert list(tmp_path.iterdir()) == []
+
+
+def _read_rgba(path):
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), cv2.COLOR_BGRA2RGBA)
+
+
+def test_empty_layer_areas_are_exactly_zero_in_png(tmp_path, layers):
+    # a fitted alpha comes from a sigmoid: never exactly 0, e.g. 0.001..0.005 where the layer is empty
+    alpha = torch.full((N, T, 1, H, W), 0.004)
+    alpha[:, :, :, :10] = 0.001
+    alpha[:, :, :, 15:25, 10:30] = 0.8  # the object
+    alpha[:, :, :, 26:28, 10:30] = 0.02  # a faint but real veil (5/255) stays
+    faint = Layers(rgb=layers.rgb, alpha=alpha, background=layers.background, names=["a", "b"], fps=25.0)
+    result = export_layers(faint, tmp_path, formats=["png"])
+    manifest = json.loads(result.manifest.read_text())
+    rgba = _read_rgba(result.folder / (manifest["layers"][0]["files"]["png"] % 2))
+    empty = np.ones((H, W), bool)
+    empty[15:25, 10:30] = empty[26:28, 10:30] = False
+    assert (rgba[empty] == 0).all()  # alpha and colour exactly 0 where the layer is empty
+    assert (rgba[15:25, 10:30, 3] == 204).all() and (rgba[26:28, 10:30, 3] == 5).all()
+    expected = layers.rgb[0, 2, :, 15:25, 10:30].mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(rgba[15:25, 10:30, :3], expected)  # colour of the object untouched (straight alpha)
+
+
+def test_manifest_is_strict_json(tmp_path, layers):
+    settings = {"loss": float("nan"), "limits": [1.5, float("inf"), -float("inf")],
+                "psnr": np.float32(31.5), "nested": {"x": (float("nan"), 2)}}
+    result = export_layers(layers, tmp_path, formats=["png"], settings=settings,
+                           source={"video": "clip.mp4", "score": float("nan")})
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+    manifest = json.loads(result.manifest.read_text(), parse_constant=refuse)
+    assert manifest["settings"] == {"loss": None, "limits": [1.5, None, None], "psnr": 31.5,
+                                    "nested": {"x": [None, 2]}}
+    assert manifest["source"] == {"video": "clip.mp4", "score": None}
+    assert settings["loss"] != settings["loss"] and math.isinf(settings["limits"][1])  # the caller's dict untouched
+
+
+def test_real_os_errors_are_not_hidden(tmp_path, layers, monkeypatch):
+    # a failing rename (permission denied, read-only disk, ...) is not "no free run folder name"
+    import omnimatte_core.export as export
+
+    def denied(source, target):
+        raise PermissionError(errno.EACCES, "Permission denied")
+    monkeypatch.setattr(export.os, "rename", denied)
+    with pytest.raises(PermissionError, match="omnimatte_0001.*Permission denied") as caught:
+        export_layers(layers, tmp_path, formats=["png"])
+    assert isinstance(caught.value.__cause__, PermissionError) and caught.value.errno == errno.EACCES
+    assert list(tmp_path.iterdir()) == []  # the staging folder is removed
+
+    # a run folder taken meanwhile (the rename finds it not empty) still moves on to the next number
+    calls = []
+
+    def taken_once(source, target):
+        calls.append(os.path.basename(target))
+        if len(calls) == 1:
+            raise OSError(errno.ENOTEMPTY, "Directory not empty")
+        return os.replace(source, target)
+    monkeypatch.setattr(export.os, "rename", taken_once)
+    result = export_layers(layers, tmp_path, formats=["png"])
+    assert calls == ["omnimatte_0001", "omnimatte_0002"] and result.folder.name == "omnimatte_0002"
