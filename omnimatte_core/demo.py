@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -420,7 +421,92 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--formats", nargs="+", choices=list(export.FORMATS),
                         help="export formats (default: all this machine can write)")
     output.add_argument("--figure", type=Path, help="also write the overview picture here (never overwritten)")
+    output.add_argument("--traceback", action="store_true",
+                        help="on an error, print the full Python traceback (default: a one-line message)")
     return parser
+
+
+FIGURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+"""File types ``--figure`` can be written as (OpenCV picks the encoder from the extension)."""
+
+
+def _fail(parser: argparse.ArgumentParser, message: str) -> None:
+    """Exit with status 2 and one line on stderr (no usage text, no traceback)."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def _writable_folder_problem(folder: Path, option: str) -> str | None:
+    """Why files cannot be created in ``folder`` (created with its parents when missing), or None."""
+    folder = folder.expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        return f"{option}: {str(folder)!r} is a file, expected a folder"
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return f"{option}: cannot create {str(folder)!r}: {str(existing)!r} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == folder else f"cannot be created: {str(existing)!r} is not writable"
+        return f"{option}: {str(folder)!r} {what}"
+    return None
+
+
+def _device_problem(name: str) -> str | None:
+    """Why the torch device ``name`` cannot be used on this machine, or None."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        return f"--device {name!r} is not a torch device ({error}); expected cpu, cuda, cuda:1, mps, ..."
+    if device.type == "cpu":
+        return None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return (f"--device {name!r}: this machine has no usable CUDA GPU (torch {torch.__version__}, "
+                    f"built for CUDA {torch.version.cuda or 'none'}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 ...)"
+    try:
+        torch.empty(1, device=device)
+    except Exception as error:  # each backend fails its own way (AssertionError, RuntimeError, ...)
+        return f"--device {name!r} cannot be used here: {' '.join(str(error).split())}"
+    return None
+
+
+def check_files(parser: argparse.ArgumentParser, args) -> None:
+    """Checks of the machine and the files named (output folders, the figure, codecs, device, depth size), all before
+    the slow stages start; each failure exits with status 2 and one line."""
+    problem = _writable_folder_problem(args.out, "--out")
+    if problem:
+        _fail(parser, problem)
+    if args.figure is not None:
+        figure = args.figure.expanduser()
+        if figure.suffix.lower() not in FIGURE_EXTENSIONS:
+            _fail(parser, f"--figure {str(figure)!r}: expected a picture file name ending in "
+                          f"{', '.join(FIGURE_EXTENSIONS)}")
+        if figure.exists() or figure.is_symlink():
+            _fail(parser, f"--figure {str(figure)!r} exists; choose another path (nothing is overwritten)")
+        problem = _writable_folder_problem(figure.parent, "--figure")
+        if problem:
+            _fail(parser, problem)
+    if args.formats:
+        available = export.available_formats()
+        missing = [f for f in args.formats if not available.get(f)]
+        if missing:
+            can = [f for f, ok in available.items() if ok]
+            _fail(parser, f"--formats {' '.join(missing)}: this machine's PyAV/FFmpeg cannot write "
+                          f"{'it' if len(missing) == 1 else 'them'}; it can write {' '.join(can)}")
+    problem = _device_problem(args.device)
+    if problem:
+        _fail(parser, problem)
+    if args.video is not None and args.depth is not None:
+        from .video_io import read_video
+
+        try:  # one frame of each: the full read comes later
+            video_size = tuple(read_video(args.video, max_frames=1)[0].shape[-2:])
+            depth_size = tuple(read_video(args.depth, max_frames=1)[0].shape[-2:])
+        except (ValueError, OSError) as error:
+            _fail(parser, " ".join(str(error).split()))
+        if depth_size != video_size:
+            _fail(parser, f"--depth is {depth_size[0]}×{depth_size[1]} (H×W) but --video is "
+                          f"{video_size[0]}×{video_size[1]}; expected the same size (resize the depth video)")
 
 
 def check_args(parser: argparse.ArgumentParser, args) -> None:
@@ -445,6 +531,7 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         export.check_prefix(args.prefix, "--prefix")
     except ValueError as error:
         parser.error(str(error))
+    check_files(parser, args)
 
 
 def main(argv=None) -> int:
@@ -455,8 +542,14 @@ def main(argv=None) -> int:
           (" with Casper" if args.casper_base else " with the weight-free clean plate"))
     try:
         run(args)
-    except (ValueError, OSError) as error:  # bad files or settings: a message, not a traceback
-        print(f"\nerror: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ninterrupted (a run folder is only ever written whole)", file=sys.stderr)
+        return 130
+    except Exception as error:  # bad files, settings or machine: one line, not a traceback (unless asked)
+        if args.traceback:
+            raise
+        kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
+        print(f"\nerror: {kind}{' '.join(str(error).split())} (--traceback shows where)", file=sys.stderr)
         return 2
     return 0
 

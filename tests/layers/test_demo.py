@@ -2,6 +2,7 @@
 import io
 import json
 import math
+import os
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ def _run(argv, monkeypatch):
     return demo.run(args, stream=stream), stream.getvalue()
 
 
-def test_synthetic_demo_end_to_end(tmp_path, monkeypatch):
+def test_synthetic_demo_end_to_end(tmp_path, monkeypatch, capsys):
     summary, printed = _run(["--out", str(tmp_path), "--steps", "4", "--formats", "png", "preview",
                              "--figure", str(tmp_path / "figure.png")], monkeypatch)
     folder = tmp_path / "omnimatte_0001"
@@ -55,10 +56,13 @@ def test_synthetic_demo_end_to_end(tmp_path, monkeypatch):
         assert (folder / path).is_file()
     figure = cv2.imread(str(tmp_path / "figure.png"))
     assert figure.shape[1] > 5 * 80 and (tmp_path / "figure.png").stat().st_size < 300_000
-    # a second run never overwrites the first; the figure path is refused, not replaced
-    with pytest.raises(FileExistsError, match="figure.png"):
+    # a second run never overwrites the first; the figure path is refused before any work, not replaced
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         _run(["--out", str(tmp_path), "--steps", "1", "--formats", "png", "--figure", str(tmp_path / "figure.png")],
              monkeypatch)
+    assert exit_info.value.code == 2 and "figure.png" in capsys.readouterr().err
+    assert not (tmp_path / "omnimatte_0002").exists()
 
 
 def test_demo_on_user_files(tmp_path, monkeypatch):
@@ -166,3 +170,81 @@ def test_demo_full_resolution_path_and_depth_file(tmp_path, monkeypatch):
     names = ["m0", "m1"]
     expected = [[names[i] for i in row] for row in scene.order.tolist()]
     assert manifest["order_front_to_back"] == expected  # the depth files recover the true order
+
+
+def _main_without_work(argv, monkeypatch, capsys):
+    """``demo.main(argv)`` with the pipeline replaced by a tripwire: the checks must stop it before any work."""
+    def tripwire(args, stream=None):
+        raise AssertionError("the pipeline started although an option was unusable")
+    monkeypatch.setattr(demo, "run", tripwire)
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, no usage text
+    return err
+
+
+def test_device_without_gpu_is_a_one_line_error(monkeypatch, capsys):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    err = _main_without_work(["--device", "cuda", "--steps", "1"], monkeypatch, capsys)
+    assert "--device 'cuda'" in err and "no usable CUDA GPU" in err
+    err = _main_without_work(["--device", "gpu0"], monkeypatch, capsys)
+    assert "not a torch device" in err
+
+
+def test_output_paths_are_checked_before_the_fit(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert "is a file" in _main_without_work(["--out", str(blocker)], monkeypatch, capsys)
+    assert "is not a folder" in _main_without_work(["--out", str(blocker / "sub")], monkeypatch, capsys)
+    figure = tmp_path / "figure.png"
+    figure.write_bytes(b"")
+    err = _main_without_work(["--out", str(tmp_path), "--figure", str(figure)], monkeypatch, capsys)
+    assert "figure.png" in err and "exists" in err
+    err = _main_without_work(["--out", str(tmp_path), "--figure", str(tmp_path / "overview")], monkeypatch, capsys)
+    assert "picture file name" in err  # no extension: OpenCV could not write it at the end
+    err = _main_without_work(["--out", str(tmp_path), "--figure", str(blocker / "f.png")], monkeypatch, capsys)
+    assert "--figure" in err and "is a file" in err
+    if os.geteuid() != 0:  # root writes into read-only folders anyway
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o500)
+        try:
+            assert "not writable" in _main_without_work(["--out", str(locked / "runs")], monkeypatch, capsys)
+        finally:
+            locked.chmod(0o700)
+    assert blocker.read_text() == "keep me" and not (tmp_path / "runs").exists()
+
+
+def test_missing_codec_is_refused_before_the_fit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo.export, "available_formats",
+                        lambda: {"png": True, "prores": False, "webm": True, "preview": True})
+    err = _main_without_work(["--out", str(tmp_path), "--formats", "png", "prores"], monkeypatch, capsys)
+    assert "--formats prores" in err and "cannot write" in err
+
+
+def test_depth_of_another_size_is_refused_before_the_fit(tmp_path, monkeypatch, capsys):
+    folders = {name: tmp_path / name for name in ("video", "mask", "depth")}
+    for folder in folders.values():
+        folder.mkdir()
+    for t in range(3):
+        cv2.imwrite(str(folders["video"] / f"{t}.png"), np.zeros((48, 80, 3), np.uint8))
+        cv2.imwrite(str(folders["mask"] / f"{t}.png"), np.full((48, 80), 255, np.uint8))
+        cv2.imwrite(str(folders["depth"] / f"{t}.png"), np.zeros((24, 40), np.uint8))
+    err = _main_without_work(["--video", str(folders["video"]), "--masks", str(folders["mask"]),
+                              "--depth", str(folders["depth"]), "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert "--depth is 24×40" in err and "--video is 48×80" in err
+
+
+def test_unexpected_errors_are_one_line_unless_asked(tmp_path, monkeypatch, capsys):
+    def broken(args, stream=None):
+        raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
+    monkeypatch.setattr(demo, "run", broken)
+    assert demo.main(["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB" in err
+    with pytest.raises(RuntimeError, match="out of memory"):
+        demo.main(["--out", str(tmp_path), "--traceback"])
