@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import losses
+from .input_alignment import align_background, gaussian_blur
 from .networks import LayerUNet
 from .presets import FitConfig, resolve_config
 
@@ -117,20 +118,28 @@ def _stack_objects(x: torch.Tensor) -> torch.Tensor:
 class _LayerModel:
     """Maps network outputs to RGB and alpha.
 
-    Alpha is ``sigmoid(init_logit + out_α)``. The colour is the one that makes the layer reproduce the solo video
-    exactly at the current alpha, ``bg + (solo − bg)/α``, plus a learned residual ``out_rgb``, clamped to 0..1.
-    Starting the colour there removes the slow valley of the plain formulation (a shadow can be "opaque darkened
-    background" or "translucent black": sparsity must drag alpha and colour along together); with the colour tied
-    to alpha, sparsity lowers alpha straight to the least opacity that still explains the solo video, and the
-    reconstruction pushes back exactly where the colour would have to leave 0..1.
+    Alpha is ``sigmoid(init_logit + out_α)``. Inside the object mask the colour is the one that makes the layer
+    reproduce the solo video exactly at the current alpha, ``bg + (solo − bg)/α``, plus a learned residual
+    ``out_rgb``, clamped to 0..1: the object is opaque there and its colour is whatever the solo video shows.
+
+    Outside the mask (shadows, reflections, dust) that tied colour would reproduce the solo video at *any* alpha above
+    the least one, so the reconstruction could not tell a 50 % black shadow from an opaque dark patch of ground, nor
+    noise from a faint veil. There the colour is instead *locally constant*: the alpha-weighted Gaussian average of
+    the tied colour over a neighbourhood (``colour_sigma`` pixels). At the true alpha the tied colour is the effect's
+    own colour, smooth, and the average changes nothing; at a wrong alpha it carries the background's texture with
+    weight ``1 − α_true/α``, the average smears it, and the reconstruction error grows with the texture — the
+    background's texture, attenuated by ``1 − α`` in the solo video, is what measures alpha (the local linear colour
+    model of closed-form matting). Noise cannot be reproduced by a smooth colour either, so it stops paying for alpha.
     """
 
-    def __init__(self, net: LayerUNet):
+    def __init__(self, net: LayerUNet, colour_sigma: float = 0.0):
         self.net = net
+        self.colour_sigma = float(colour_sigma)
 
     def __call__(self, features: torch.Tensor, solo: torch.Tensor, background: torch.Tensor,
-                 init_logit: torch.Tensor):
-        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit ``[B,N,1,H,W]`` → rgb, alpha."""
+                 init_logit: torch.Tensor, inside: torch.Tensor | None = None):
+        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit and inside ``[B,N,1,H,W]``
+        → rgb, alpha."""
         b, n, _, h, w = features.shape
         out = self.net(_stack_objects(features)).float().reshape(b, n, 4, h, w)
         alpha = torch.sigmoid(init_logit + out[:, :, 3:])
@@ -139,6 +148,11 @@ class _LayerModel:
         # The residual is clamped in the forward pass only: a hard clamp would stop its gradients for good once a
         # colour overshoots, and it could never come back.
         rgb = rgb + (rgb.clamp(0.0, 1.0) - rgb).detach()
+        if self.colour_sigma > 0 and inside is not None:
+            weighted = gaussian_blur((alpha * exact).reshape(b * n, 3, h, w), self.colour_sigma)
+            weight = gaussian_blur(alpha.reshape(b * n, 1, h, w), self.colour_sigma)
+            smooth = (weighted / weight.clamp_min(1e-4)).clamp(0.0, 1.0).reshape(b, n, 3, h, w)
+            rgb = inside * rgb + (1.0 - inside) * smooth
         return rgb, alpha
 
 
@@ -178,14 +192,22 @@ def _optimise(
     seed: int,
     device: torch.device,
     progress: ProgressCallback | None,
+    colour_sigma: float = 0.0,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``."""
+    """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``;
+    ``noise [N,3]`` is the noise level between each solo and its background (sets the reconstruction's dead zone)."""
     t, n = solos.shape[:2]
-    torch.manual_seed(seed)  # network initialisation; frame sampling has its own generator below
-    net = LayerUNet(groups=n, in_channels=features.shape[2], width=config.width).to(device)
+    tolerance = None
+    if noise is not None and config.noise_tolerance > 0:
+        tolerance = (config.noise_tolerance * noise).view(1, n, 3, 1, 1)
+    # Network initialisation from the seed without touching the caller's global RNG (ComfyUI seeds it for others).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = LayerUNet(groups=n, in_channels=features.shape[2], width=config.width).to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    model = _LayerModel(net)
+    model = _LayerModel(net, colour_sigma)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     milestones = sorted({max(1, int(round(f * config.steps))) for f in config.lr_milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimiser, milestones=milestones, gamma=config.lr_gamma)
@@ -202,10 +224,10 @@ def _optimise(
     for step in range(config.steps):
         idx = frame_batches[step]
         with _autocast(device):
-            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx])
+            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx])
         composite = losses.over_background(rgb, alpha, background[idx])
         terms = {
-            "recon": losses.reconstruction(composite, solos[idx], config.recon),
+            "recon": losses.reconstruction(composite, solos[idx], config.recon, tolerance),
             "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness),
         }
         mask_w = _mask_weight(config, step)
@@ -236,7 +258,7 @@ def _optimise(
         for start in range(0, t, max(batch, 1)):
             sl = slice(start, start + batch)
             with _autocast(device):
-                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl])
+                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl], masks[sl])
             rgb_out.append(rgb.float().cpu())
             alpha_out.append(alpha.float().cpu())
     del net, model, optimiser, scheduler
@@ -282,6 +304,47 @@ def _features(solo: torch.Tensor, background: torch.Tensor, min_alpha: torch.Ten
     differences are what shadows and reflections leave, and an unamplified 0.02 is invisible to a fresh network),
     and the least opacity that explains the difference."""
     return torch.cat([solo, config.difference_gain * (solo - background), min_alpha], dim=2)
+
+
+def _prepare_inputs(solos: torch.Tensor, background: torch.Tensor, masks: torch.Tensor, config: FitConfig,
+                    dev: torch.device):
+    """Frames-first fp32 copies ``[T,N,C,H,W]`` of the solos, the background (per object: aligned to that solo when
+    ``config.align_inputs``, see ``input_alignment``) and the binary masks, and the noise level ``[N,3]`` between
+    each solo and its background (zeros when not aligned)."""
+    solo_t = _to_frames_first(solos, dev)
+    mask_t = (_to_frames_first(masks, dev) > 0.5).float()
+    n = solo_t.shape[1]
+    if config.align_inputs:
+        alignment = align_background(solos.float(), background.float(), masks, estimate_shift=config.align_shift)
+        bg_t = alignment.background.transpose(0, 1).contiguous()
+        noise = alignment.noise_sigma
+        del alignment
+    else:
+        bg_t = background.detach().to(device=dev, dtype=torch.float32).unsqueeze(1).expand_as(solo_t).contiguous()
+        noise = torch.zeros(n, 3, device=dev)
+    return solo_t, bg_t, mask_t, noise
+
+
+# Noise of one pixel, after a Gaussian blur of sigma 1 px, has this fraction of its standard deviation (white noise).
+_BLUR_NOISE_FACTOR = 1.0 / (2.0 * math.sqrt(math.pi))
+
+
+def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: torch.Tensor, config: FitConfig) -> torch.Tensor:
+    """The least opacity that explains the solo video once noise is set aside: the difference to the background,
+    blurred by 1 px and shrunk towards 0 by ``noise_threshold`` standard deviations of the (blurred) noise, so
+    differences at the noise level start at alpha 0. ``[T,N,3,H,W]`` → ``[T,N,1,H,W]``."""
+    diff = solo - background
+    if config.noise_threshold > 0:
+        t, n, c, h, w = diff.shape
+        blurred = gaussian_blur(diff.reshape(t * n, c, h, w), 1.0).reshape(t, n, c, h, w)
+        limit = config.noise_threshold * _BLUR_NOISE_FACTOR * noise.view(1, n, 3, 1, 1)
+        diff = blurred.sign() * (blurred.abs() - limit).clamp_min(0.0)
+    return minimal_alpha((background + diff).clamp(0.0, 1.0), background)
+
+
+def _colour_sigma(config: FitConfig, size) -> float:
+    """Pixels of the Gaussian that makes effect colours locally constant (0: the colour is tied to alpha)."""
+    return 0.0 if config.colour_smoothing <= 0 else max(1.0, config.colour_smoothing * min(size))
 
 
 def _logit(p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -331,19 +394,20 @@ def fit_layers(
         with torch.inference_mode(False), torch.enable_grad():
             solos, background, masks = _inputs_on_device(dev, solos=solos, background=background, masks=masks)
             check_fit_inputs(solos, background, masks)
-            solo_t = _to_frames_first(solos, dev)
-            bg_t = background.detach().to(device=dev, dtype=torch.float32).clone().unsqueeze(1)
-            mask_t = (_to_frames_first(masks, dev) > 0.5).float()
+            solo_t, bg_t, mask_t, noise = _prepare_inputs(solos, background, masks, config, dev)
             del solos, background, masks  # the device copies; the frames-first versions replace them
-            amin = minimal_alpha(solo_t, bg_t)
+            # Opaque inside the mask from the start: otherwise the term that holds alpha at 1 there drags the whole
+            # network's output up in its first steps, and translucent effects come out nearly opaque.
+            amin = torch.maximum(_start_alpha(solo_t, bg_t, noise, config), mask_t)
             features = _features(solo_t, bg_t, amin, config)
-            # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed) rather than from
-            # alpha 0.5 everywhere: the fit then only has to close object interiors and smooth, not discover effects.
+            # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed beyond the noise)
+            # rather than from alpha 0.5 everywhere: the fit then only has to close object interiors and refine.
             init_logit = _logit(amin, 1e-3) if config.init_from_minimal_alpha else torch.zeros_like(amin)
             rgb, alpha, history = _optimise(
-                config=config, features=features, solos=solo_t, background=bg_t.expand_as(solo_t), masks=mask_t,
+                config=config, features=features, solos=solo_t, background=bg_t, masks=mask_t,
                 init_logit=init_logit, alpha_target=None, alpha_weight_map=None,
-                seed=seed, device=dev, progress=progress,
+                seed=seed, device=dev, progress=progress, colour_sigma=_colour_sigma(config, solo_t.shape[-2:]),
+                noise=noise,
             )
             del solo_t, bg_t, mask_t, features, init_logit, amin
     finally:

@@ -21,9 +21,15 @@ def over_background(rgb: torch.Tensor, alpha: torch.Tensor, background: torch.Te
     return alpha * rgb + (1.0 - alpha) * background
 
 
-def reconstruction(composite: torch.Tensor, solo: torch.Tensor, metric: str) -> torch.Tensor:
-    """L2 (base stage) or L1 (full-resolution stage, robust to upsampler hallucinations) error to the solo video."""
+def reconstruction(composite: torch.Tensor, solo: torch.Tensor, metric: str,
+                   tolerance: torch.Tensor | None = None) -> torch.Tensor:
+    """L2 (base stage) or L1 (full-resolution stage, robust to upsampler hallucinations) error to the solo video.
+
+    ``tolerance`` (broadcastable to the error, e.g. ``[1,N,3,1,1]``): errors up to it cost nothing (a dead zone), so
+    differences at the noise level between solo and background do not pay for opacity."""
     err = composite - solo
+    if tolerance is not None:
+        err = (err.abs() - tolerance).clamp_min(0.0)
     err = err.square() if metric == "l2" else err.abs()
     return _mean_per_object(err)
 

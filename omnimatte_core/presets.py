@@ -40,6 +40,22 @@ class FitConfig:
     init_from_minimal_alpha: bool = True
     """Start alpha at the least opacity that explains the solo video (see ``fit.minimal_alpha``) instead of 0.5."""
 
+    align_inputs: bool = True
+    """Map the background onto each solo video first (global sub-pixel shift, per-channel gain and offset per frame,
+    see ``input_alignment``) and measure the noise left between them. Off: the videos are used as given."""
+    align_shift: bool = True
+    """Whether the alignment estimates a shift (off: colour only)."""
+    noise_threshold: float = 3.0
+    """Differences below this many noise standard deviations start at alpha 0 (0: start at the least opacity of
+    the raw difference)."""
+    noise_tolerance: float = 2.0
+    """Reconstruction errors up to this many noise standard deviations (per object and channel, measured by the
+    alignment) cost nothing: noise between two generations is not explained by opacity."""
+    colour_smoothing: float = 0.015
+    """Outside the object mask, the layer's colour is locally constant over a Gaussian of this fraction of the
+    shorter side (at least 1 px), so alpha is measured by the background's texture showing through; 0 ties the colour
+    to alpha everywhere (the least-opacity layer). See ``fit._LayerModel``."""
+
     recon: str = "l1"
     """Reconstruction metric: ``l2`` (the paper's base stage) or ``l1`` (the paper's full-resolution stage; our default
     for both, because its constant gradient keeps faint effects — a shadow on a dark floor — against sparsity)."""

@@ -68,6 +68,21 @@ class SyntheticScene:
     depth: torch.Tensor
     camera: str
     fps: float = 24.0
+    clean_background: torch.Tensor | None = None
+    """Set by :func:`degrade_scene`: the exact background before degradation (``background`` is then degraded)."""
+    clean_solos: torch.Tensor | None = None
+    """Set by :func:`degrade_scene`: the exact solo videos before degradation (``solos`` are then degraded)."""
+    degradation: "Degradation | None" = None
+
+    @property
+    def true_background(self) -> torch.Tensor:
+        """The exact background, whether or not the scene's inputs were degraded."""
+        return self.background if self.clean_background is None else self.clean_background
+
+    @property
+    def true_solos(self) -> torch.Tensor:
+        """The exact solo videos, whether or not the scene's inputs were degraded."""
+        return self.solos if self.clean_solos is None else self.clean_solos
 
     @property
     def num_objects(self) -> int:
@@ -539,3 +554,91 @@ def _depth_video(shape, masks, object_depth, order) -> torch.Tensor:
         value = object_depth[time, index].view(-1, 1, 1, 1)
         depth = torch.where(masks[index, time] > 0, value, depth)
     return depth
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Degraded inputs: what a user's solo and background videos look like
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """Differences between solo and background videos that are not layers.
+
+    A user's solo and background videos come from two separate generations of a video model, or from a temporal-median
+    plate of a real camera, so they differ everywhere by a little noise, compression, colour drift and sub-pixel
+    misalignment. Each video (every solo and the background) is degraded independently, in this order: shift (the
+    background only), colour drift, Gaussian noise, JPEG compression, clamp to 0..1.
+    """
+
+    noise_sigma: float = 0.0
+    """Standard deviation of independent Gaussian noise per pixel and channel (0..1 units; 4/255 ≈ 0.0157)."""
+    jpeg_quality: int | None = None
+    """JPEG quality of a per-frame compression round trip (None: no compression)."""
+    drift: float = 0.0
+    """Largest relative gain change per channel (0.02 = ±2 %), drawn per video and ramping by up to half as much
+    again over the clip."""
+    shift_px: float = 0.0
+    """Translation of the background in pixels (x by ``shift_px``, y by ``-shift_px / 2``), resampled bicubically."""
+
+
+DEGRADATIONS: dict[str, Degradation] = {
+    "none": Degradation(),
+    "noise2": Degradation(noise_sigma=2 / 255),
+    "noise4": Degradation(noise_sigma=4 / 255),
+    "jpeg": Degradation(jpeg_quality=85),
+    "drift": Degradation(drift=0.02),
+    "shift": Degradation(shift_px=0.5),
+    "combined": Degradation(noise_sigma=2 / 255, jpeg_quality=85, drift=0.02, shift_px=0.5),
+    "combined4": Degradation(noise_sigma=4 / 255, jpeg_quality=85, drift=0.02, shift_px=0.5),
+}
+"""Named degradations used by the tests and ``bench/bench_degraded.py``."""
+
+
+def degrade_scene(scene: SyntheticScene, degradation: "Degradation | str", seed: int = 0) -> SyntheticScene:
+    """A copy of ``scene`` whose ``solos`` and ``background`` are degraded independently (see :class:`Degradation`).
+
+    The ground truth (layers, masks, ``clean_background``, ``clean_solos``) stays exact, so a fit on the degraded
+    inputs can be scored against what the layers really are. ``degradation`` is a :class:`Degradation` or a name in
+    :data:`DEGRADATIONS`. Same scene, degradation and seed, same tensors.
+    """
+    if isinstance(degradation, str):
+        if degradation not in DEGRADATIONS:
+            raise ValueError(f"degradation must be a Degradation or one of {sorted(DEGRADATIONS)}, got {degradation!r}")
+        degradation = DEGRADATIONS[degradation]
+    if not isinstance(degradation, Degradation):
+        raise TypeError(f"degradation must be a Degradation or a name, got {type(degradation).__name__}")
+    if scene.clean_background is not None:
+        raise ValueError("scene is already degraded; degrade the original scene instead")
+    rng = np.random.default_rng(seed)
+    background = _degrade_video(scene.background, degradation, rng, shift=True)
+    solos = torch.stack([_degrade_video(solo, degradation, rng, shift=False) for solo in scene.solos])
+    values = {f.name: getattr(scene, f.name) for f in fields(scene)}
+    values.update(background=background, solos=solos, clean_background=scene.background,
+                  clean_solos=scene.solos, degradation=degradation)
+    return SyntheticScene(**values)
+
+
+def _degrade_video(video: torch.Tensor, d: Degradation, rng: np.random.Generator, shift: bool) -> torch.Tensor:
+    """One video ``[T,3,H,W]`` degraded by ``d`` with draws from ``rng``."""
+    frames = video.permute(0, 2, 3, 1).numpy().astype(np.float32)  # [T,H,W,3]
+    t, h, w, _ = frames.shape
+    if shift and d.shift_px:
+        matrix = np.array([[1, 0, d.shift_px], [0, 1, -d.shift_px / 2]], np.float32)
+        frames = np.stack([cv2.warpAffine(f, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+                           for f in frames])
+    if d.drift:
+        gain = rng.uniform(-d.drift, d.drift, size=3).astype(np.float32)
+        ramp = rng.uniform(-d.drift / 2, d.drift / 2, size=3).astype(np.float32)
+        s = np.linspace(0.0, 1.0, t, dtype=np.float32)[:, None]
+        frames = frames * (1 + gain + ramp * s)[:, None, None, :]
+    if d.noise_sigma:
+        frames = frames + rng.normal(0.0, d.noise_sigma, size=frames.shape).astype(np.float32)
+    frames = np.clip(frames, 0.0, 1.0)
+    if d.jpeg_quality is not None:
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(d.jpeg_quality)]
+        coded = []
+        for f in frames:
+            ok, data = cv2.imencode(".jpg", np.round(f[..., ::-1] * 255).astype(np.uint8), params)
+            coded.append(cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0)
+        frames = np.stack(coded)
+    return torch.from_numpy(np.ascontiguousarray(np.clip(frames, 0.0, 1.0))).permute(0, 3, 1, 2).contiguous()
