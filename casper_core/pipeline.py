@@ -22,8 +22,9 @@ from .temporal import (
     window_latent_frames,
     window_weights,
 )
+from .preview import fit_latent_to_rgb, latents_to_image
 from .trimask import TRIMASK_VALUES, TrimaskJobs, check_unit_values, quantize_trimask
-from .vae_decode import decode_latents
+from .vae_decode import decode_latents, decode_units
 
 # The reference encodes the prompt to 226 tokens (T5, eos appended, zero padding, no attention mask).
 MAX_SEQUENCE_LENGTH = 226
@@ -157,6 +158,7 @@ class CasperPipeline:
         overlap_frames: int = 16,
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        live_progress: Callable[[int, int, torch.Tensor | None], None] | None = None,
         height: int | None = None,
         width: int | None = None,
         noise_augmentation: str | Callable[[torch.Tensor], torch.Tensor] = "seeded",
@@ -184,6 +186,12 @@ class CasperPipeline:
             batch_size: jobs per transformer batch; None runs all jobs in one batch.
             progress: ``progress(step, total)`` after every denoising step (total = steps × batches); it may raise
                 to interrupt (the run stops after the current step and the exception propagates).
+            live_progress: ``live_progress(done, total, preview)`` for a progress bar with live previews: after
+                every denoising step with ``preview`` an ``[h,w,3]`` float image in 0..1 (the first job of the batch,
+                its predicted clean video at the clip's middle frame, mapped from latents to colour by a linear fit
+                on this clip's own latents — see `casper_core.preview`), and after every VAE decode chunk with
+                ``preview`` None. ``total`` counts both (steps × batches + decode chunks of every job and tile), so
+                one bar covers sampling and decoding. It may raise to interrupt, like `progress`.
             height, width: working resolution (multiples of 16); the video and trimasks are area-resized to it
                 and the outputs resized back to the input size. None = the input size.
             noise_augmentation: ``"seeded"`` — Gaussian noise × `noise_aug_strength` on the video before encoding,
@@ -248,6 +256,7 @@ class CasperPipeline:
 
             # 6. Encode the (unmasked) video with the input-noise augmentation
             video_latents = self.encode_video(pixels, augmentation)  # [1,F,16,h,w]
+            preview_map = fit_latent_to_rgb(video_latents[0], pixels[0]) if live_progress is not None else None
 
             # 7. Mask latents: 1 − trimask on the latent grid × scaling factor
             mask_latents = self.mask_latents(masks, video_latents.shape[1], video_latents.shape[-2:])  # [J,F,1,h,w]
@@ -258,6 +267,16 @@ class CasperPipeline:
             rotary = {}
             num_batches = -(-num_jobs // batch_size)
             total_steps = steps * num_batches
+            latent_size = (latent_shape[-2], latent_shape[-1])
+            live_total = total_steps + num_jobs * decode_units(self.vae, num_latents, *latent_size)
+            live_done = 0
+            preview_latent = min((frames // 2 + 3) // 4, num_latents - 1)  # the clip's middle frame
+
+            def report_decode():
+                nonlocal live_done
+                live_done += 1
+                live_progress(live_done, live_total, None)
+
             outputs = []
             for batch_index in range(num_batches):
                 job_slice = slice(batch_index * batch_size, min((batch_index + 1) * batch_size, num_jobs))
@@ -272,15 +291,25 @@ class CasperPipeline:
                 ).to(dtype)
                 # 8. Denoising loop with temporal multidiffusion
                 for i, t in enumerate(timesteps):
-                    latents = self._denoise_step(
+                    latents, predicted = self._denoise_step(
                         latents, inpaint_latents, t, prompt_embeds, negative_embeds, guidance_scale,
                         windows, overlap, (work_height, work_width), rotary,
                     )
                     if progress is not None:
                         progress(batch_index * steps + i + 1, total_steps)
+                    if live_progress is not None:
+                        live_done += 1
+                        preview = latents_to_image(predicted[0, preview_latent], preview_map,
+                                                   scale=self.vae_scale_factor_spatial)
+                        live_progress(live_done, live_total, preview)
                 # 9. Decode, crop to the input length, resize to the input size
                 for j in range(count):
-                    decoded = self.decode(latents[j : j + 1])[0, :, :frames]  # [3,T,h,w] in 0..1
+                    job_latents = latents[j : j + 1]
+                    if live_progress is None:
+                        decoded = self.decode(job_latents)
+                    else:
+                        decoded = self.decode(job_latents, progress=report_decode)
+                    decoded = decoded[0, :, :frames]  # [3,T,h,w] in 0..1
                     if (work_height, work_width) != (in_height, in_width):
                         decoded = F.interpolate(
                             decoded, size=(in_height, in_width), mode="bicubic", align_corners=False, antialias=True
@@ -429,8 +458,11 @@ class CasperPipeline:
     def _denoise_step(
         self, latents, inpaint_latents, t, prompt_embeds, negative_embeds, guidance_scale, windows, overlap, size,
         rotary,
-    ) -> torch.Tensor:
-        """One DDIM step over all windows; overlapping windows' stepped latents are blended with linear ramps."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM step over all windows; overlapping windows' stepped latents are blended with linear ramps.
+
+        Returns the stepped latents and the scheduler's prediction of the clean latents (blended alike; previews).
+        """
         if len(windows) == 1:
             begin, end = windows[0]
             return self._step_window(
@@ -439,9 +471,10 @@ class CasperPipeline:
             )
         num_latents = latents.shape[1]
         canvas = torch.zeros_like(latents, dtype=torch.float32)
+        predicted_canvas = torch.zeros_like(latents, dtype=torch.float32)
         weight_sum = torch.zeros(1, num_latents, 1, 1, 1, device=latents.device, dtype=torch.float32)
         for begin, end in windows:
-            stepped = self._step_window(
+            stepped, predicted = self._step_window(
                 latents[:, begin:end], inpaint_latents[:, begin:end], t, prompt_embeds, negative_embeds,
                 guidance_scale, size, rotary,
             )
@@ -449,12 +482,13 @@ class CasperPipeline:
             weights = window_weights(begin, end, num_latents, overlap).to(latents.device, latents.dtype)
             weights = weights.view(1, -1, 1, 1, 1)
             canvas[:, begin:end] += stepped * weights
+            predicted_canvas[:, begin:end] += predicted * weights
             weight_sum[:, begin:end] += weights
-        return (canvas / weight_sum).to(latents.dtype)
+        return (canvas / weight_sum).to(latents.dtype), predicted_canvas / weight_sum
 
     def _step_window(
         self, latents, inpaint_latents, t, prompt_embeds, negative_embeds, guidance_scale, size, rotary
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch = latents.shape[0]
         embeds = prompt_embeds.expand(batch, -1, -1)
         model_input = torch.cat([latents, inpaint_latents], dim=2)
@@ -472,11 +506,17 @@ class CasperPipeline:
         if negative_embeds is not None:
             uncond, cond = noise_pred.chunk(2)
             noise_pred = uncond + guidance_scale * (cond - uncond)
-        stepped = self.scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)[0]
-        return stepped.to(latents.dtype)
+        output = self.scheduler.step(noise_pred, t, latents, eta=0.0, return_dict=False)
+        stepped = output[0]
+        # DDIM-type schedulers also give their prediction of the clean latents; others: the stepped latents.
+        predicted = output[1] if len(output) > 1 and output[1] is not None else stepped
+        return stepped.to(latents.dtype), predicted
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Video ``[B,3,4(F−1)+1,H,W]`` in 0..1 (float32) from latents ``[B,F,C,h,w]``, in the reference's chunks."""
+    def decode(self, latents: torch.Tensor, progress: Callable[[], None] | None = None) -> torch.Tensor:
+        """Video ``[B,3,4(F−1)+1,H,W]`` in 0..1 (float32) from latents ``[B,F,C,h,w]``, in the reference's chunks.
+
+        ``progress()`` is called after every decoded chunk (see `casper_core.vae_decode.decode_latents`).
+        """
         z = latents.permute(0, 2, 1, 3, 4).to(self.vae.dtype) / self.vae.config.scaling_factor
-        frames = decode_latents(self.vae, z)
+        frames = decode_latents(self.vae, z, progress)
         return (frames.float() / 2 + 0.5).clamp(0, 1)

@@ -13,6 +13,7 @@ own `blend_v` / `blend_h` (as `AutoencoderKLCogVideoX.tiled_decode` does).
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,14 +30,26 @@ def decode_chunks(num_latent_frames: int) -> list[tuple[int, int, bool]]:
     return chunks
 
 
-def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Decode ``[B,C,F,h,w]`` latents (divided by the scaling factor) to ``[B,3,4(F−1)+1,8h,8w]`` in −1..1."""
+def decode_latents(vae, latents: torch.Tensor, progress: Callable[[], None] | None = None) -> torch.Tensor:
+    """Decode ``[B,C,F,h,w]`` latents (divided by the scaling factor) to ``[B,3,4(F−1)+1,8h,8w]`` in −1..1.
+
+    ``progress()`` is called after every decoded chunk (of every spatial tile with VAE tiling): `decode_units` times.
+    """
     if getattr(vae, "use_tiling", False) and _needs_tiles(vae, latents):
-        return _tiled_decode(vae, latents)
-    return _decode_tile(vae, latents)
+        return _tiled_decode(vae, latents, progress)
+    return _decode_tile(vae, latents, progress)
 
 
-def _decode_tile(vae, z: torch.Tensor) -> torch.Tensor:
+def decode_units(vae, num_latent_frames: int, latent_height: int, latent_width: int) -> int:
+    """How many times `decode_latents` reports progress for one video of this latent size."""
+    chunks = len(decode_chunks(num_latent_frames))
+    if getattr(vae, "use_tiling", False) and _needs_tiles_at(vae, latent_height, latent_width):
+        rows, columns = _tile_origins(vae, latent_height, latent_width)
+        return chunks * len(rows) * len(columns)
+    return chunks
+
+
+def _decode_tile(vae, z: torch.Tensor, progress: Callable[[], None] | None = None) -> torch.Tensor:
     conv_cache = None
     frames = []
     for begin, end, upsample_single in decode_chunks(z.shape[2]):
@@ -47,28 +60,40 @@ def _decode_tile(vae, z: torch.Tensor) -> torch.Tensor:
         with context:
             chunk, conv_cache = vae.decoder(chunk, conv_cache=conv_cache)
         frames.append(chunk)
+        if progress is not None:
+            progress()
     return torch.cat(frames, dim=2)
 
 
 def _needs_tiles(vae, z: torch.Tensor) -> bool:
-    return z.shape[-1] > vae.tile_latent_min_width or z.shape[-2] > vae.tile_latent_min_height
+    return _needs_tiles_at(vae, z.shape[-2], z.shape[-1])
 
 
-def _tiled_decode(vae, z: torch.Tensor) -> torch.Tensor:
-    # The tile geometry of diffusers' AutoencoderKLCogVideoX.tiled_decode, with our temporal chunking per tile.
-    height, width = z.shape[-2:]
+def _needs_tiles_at(vae, height: int, width: int) -> bool:
+    return width > vae.tile_latent_min_width or height > vae.tile_latent_min_height
+
+
+def _tile_origins(vae, height: int, width: int) -> tuple[range, range]:
+    """Top and left latent coordinates of the tiles (the geometry of diffusers' tiled_decode)."""
     overlap_height = int(vae.tile_latent_min_height * (1 - vae.tile_overlap_factor_height))
     overlap_width = int(vae.tile_latent_min_width * (1 - vae.tile_overlap_factor_width))
+    return range(0, height, overlap_height), range(0, width, overlap_width)
+
+
+def _tiled_decode(vae, z: torch.Tensor, progress: Callable[[], None] | None = None) -> torch.Tensor:
+    # The tile geometry of diffusers' AutoencoderKLCogVideoX.tiled_decode, with our temporal chunking per tile.
+    height, width = z.shape[-2:]
     blend_height = int(vae.tile_sample_min_height * vae.tile_overlap_factor_height)
     blend_width = int(vae.tile_sample_min_width * vae.tile_overlap_factor_width)
     row_limit_height = vae.tile_sample_min_height - blend_height
     row_limit_width = vae.tile_sample_min_width - blend_width
+    tops, lefts = _tile_origins(vae, height, width)
     rows = []
-    for i in range(0, height, overlap_height):
+    for i in tops:
         row = []
-        for j in range(0, width, overlap_width):
+        for j in lefts:
             tile = z[:, :, :, i : i + vae.tile_latent_min_height, j : j + vae.tile_latent_min_width]
-            row.append(_decode_tile(vae, tile))
+            row.append(_decode_tile(vae, tile, progress))
         rows.append(row)
     result_rows = []
     for i, row in enumerate(rows):

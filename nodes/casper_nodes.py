@@ -14,8 +14,9 @@ CATEGORY = "Generative Omnimatte/Casper"
 MEMORY_MODES = ("gpu", "model_cpu_offload", "fp8_storage", "fp8_model_cpu_offload", "group_offload",
                 "sequential_offload")
 ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
-NO_BASE_MODEL = "(no base model found: see README 'Model files')"
-NO_CASPER_WEIGHTS = "(no Casper weights in models/casper)"
+# The only choice of an empty dropdown. Picking it runs into a text error at run time (see VALIDATE_INPUTS).
+NO_BASE_MODEL = "(none found: put CogVideoX-Fun-V1.5-5b-InP into models/CogVideoX_Fun)"
+NO_CASPER_WEIGHTS = "(none found: put the Casper .safetensors into models/casper)"
 
 
 def _memory_modes() -> tuple[str, ...]:
@@ -28,7 +29,10 @@ def _memory_modes() -> tuple[str, ...]:
 
 class GenOmnimatteLoadCasperModel:
     DESCRIPTION = ("Load Casper (CogVideoX-Fun-V1.5-5b-InP fine-tuned to remove objects together with their shadows, "
-                   "reflections and dust) from ComfyUI's models folder. Nothing is downloaded.")
+                   "reflections and dust) from ComfyUI's models folder. Nothing is downloaded: put the base model "
+                   "alibaba-pai/CogVideoX-Fun-V1.5-5b-InP (the whole diffusers folder) into "
+                   "models/CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP/ and the Casper transformer .safetensors (from "
+                   "github.com/gen-omnimatte/gen-omnimatte-public) into models/casper/.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("CASPER_MODEL",)
     RETURN_NAMES = ("casper_model",)
@@ -40,11 +44,14 @@ class GenOmnimatteLoadCasperModel:
         bases = comfy.list_base_models() or [NO_BASE_MODEL]
         weights = comfy.list_casper_weights() or [NO_CASPER_WEIGHTS]
         return {"required": {
-            "base_model": (bases, {"tooltip": "The CogVideoX-Fun-V1.5-5b-InP diffusers folder (transformer/, vae/, "
+            "base_model": (bases, {"tooltip": "The CogVideoX-Fun-V1.5-5b-InP diffusers folder (Hugging Face "
+                                              "alibaba-pai/CogVideoX-Fun-V1.5-5b-InP: transformer/, vae/, "
                                               "text_encoder/, tokenizer/, scheduler/) under models/CogVideoX_Fun/, "
                                               "models/CogVideo/ or models/diffusers/."}),
             "casper_weights": (weights, {"tooltip": "The Casper transformer (.safetensors state dict, or a diffusers "
-                                                    "transformer folder) under models/casper/."}),
+                                                    "transformer folder) under models/casper/, e.g. "
+                                                    "casper_cogvideox_fun_v1.5.safetensors (github "
+                                                    "gen-omnimatte/gen-omnimatte-public, 'Casper model weights')."}),
             "dtype": (["bf16", "fp32"], {"default": "bf16", "tooltip": "Weight precision. bf16 halves memory; fp16 "
                                                                         "is not offered (CogVideoX 1.5 overflows)."}),
             "memory_mode": (list(_memory_modes()), {"default": "model_cpu_offload",
@@ -67,23 +74,26 @@ class GenOmnimatteLoadCasperModel:
     @classmethod
     # Listing an input here replaces ComfyUI's own check of it (no **kwargs: that would switch off every check).
     def VALIDATE_INPUTS(cls, base_model, casper_weights):
-        if base_model == NO_BASE_MODEL:
-            return ("No base model found. Put the CogVideoX-Fun-V1.5-5b-InP diffusers folder into "
-                    "ComfyUI/models/CogVideoX_Fun/ and refresh.")
-        if casper_weights == NO_CASPER_WEIGHTS:
-            return "No Casper weights found. Put the Casper transformer .safetensors into ComfyUI/models/casper/."
+        # Accept every choice here, the placeholders and names saved in a workflow but missing on this machine too:
+        # a failed validation shows only a red outline on the node when another output of the workflow is valid
+        # (ComfyUI then runs that part), so missing files are reported by load() as a run-time error, whose text
+        # ComfyUI shows in full.
         return True
 
     def load(self, base_model, casper_weights, dtype, memory_mode, attention_backend, vae_tiling,
              allow_partial_weights=False):
         # 1. Cheap checks first: folders and file layout, before any weight is read
+        _check_model_choices(base_model, casper_weights)
         base_dir = comfy.resolve_base_model(base_model)
         weights = comfy.resolve_casper_weights(casper_weights)
         comfy.require("diffusers", node="Load Casper Model")
         comfy.require("transformers", node="Load Casper Model")
         from ..casper_core import loading
-        loading.check_base_dir(base_dir)
-        loading.check_casper_weights(weights)
+        try:
+            loading.check_base_dir(base_dir)
+            loading.check_casper_weights(weights)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(comfy.missing_models_message(str(error))) from error
         # 2. Load (the loader refuses weights made for another architecture, naming the mismatch, and weights that
         #    replace too little of the transformer unless allow_partial_weights)
         comfy.free_memory()
@@ -91,6 +101,19 @@ class GenOmnimatteLoadCasperModel:
                                                 device=comfy.torch_device(), attention_backend=attention_backend,
                                                 vae_tiling=vae_tiling, allow_partial=bool(allow_partial_weights))
         return (pipeline,)
+
+
+def _check_model_choices(base_model, casper_weights) -> None:
+    """Raise naming both model files when a dropdown holds its placeholder (nothing installed) or is empty."""
+    problems = []
+    if base_model in (NO_BASE_MODEL, "", None):
+        where = ", ".join(str(root) for name in comfy.BASE_MODEL_FOLDER_NAMES for root in comfy.folder_roots(name))
+        problems.append(f"No base model found (searched {where}).")
+    if casper_weights in (NO_CASPER_WEIGHTS, "", None):
+        where = ", ".join(str(root) for root in comfy.folder_roots(comfy.CASPER_FOLDER_NAME))
+        problems.append(f"No Casper weights found (searched {where}).")
+    if problems:
+        raise FileNotFoundError(comfy.missing_models_message(" ".join(problems)))
 
 
 class GenOmnimatteBuildTrimasks:
@@ -135,7 +158,9 @@ class GenOmnimatteCasperRemove:
     DESCRIPTION = ("Run Casper on every trimask job: the clean background (every object removed with its shadow, "
                    "reflection, dust) and, per object, a video with only that object. Any frame count and size: "
                    "Casper runs at the working width × height (the video and trimasks are resized to it) and the "
-                   "results come back at the input's size and length.")
+                   "results come back at the input's size and length. While it runs, the node shows a rough "
+                   "preview of the middle frame at every sampling step, and its progress bar also covers the VAE "
+                   "decode.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("clean_background", "solo_videos")
@@ -200,11 +225,12 @@ class GenOmnimatteCasperRemove:
         work_width = int(width) or max(16, round(in_width / 16) * 16)
         if work_height % 16 or work_width % 16:
             raise ValueError(f"width × height {work_width}×{work_height} must be multiples of 16 (0 = the input's)")
+        # One bar over sampling and the VAE decode, with a latent preview of the clean video at every step.
         progress = comfy.Progress(steps * len(trimask_jobs))
         result = casper_model(video[..., :3].float(), trimask_jobs, prompt=prompt, negative_prompt=negative_prompt,
                               guidance_scale=guidance_scale, steps=steps, seed=seed, window_frames=window_frames,
-                              overlap_frames=overlap_frames, batch_size=int(batch_size) or None, progress=progress,
-                              height=work_height, width=work_width)
+                              overlap_frames=overlap_frames, batch_size=int(batch_size) or None,
+                              live_progress=progress, height=work_height, width=work_width)
         comfy.free_memory()
         videos = {name: result.videos[i] for i, name in enumerate(result.names)}
         background = videos.get("background", video[..., :3])

@@ -173,6 +173,30 @@ def folder_roots(name: str) -> list[Path]:
     return [models_dir() / name]
 
 
+# What Load Casper Model needs, said the same way by every missing-model message (the README's 'Model files').
+BASE_MODEL_ID = "alibaba-pai/CogVideoX-Fun-V1.5-5b-InP"
+BASE_MODEL_DEFAULT = "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP"
+CASPER_WEIGHTS_DEFAULT = "casper_cogvideox_fun_v1.5.safetensors"
+CASPER_WEIGHTS_SOURCE = ("the CogVideoX-Fun-V1.5 Casper transformer, a .safetensors file linked under 'Casper model "
+                         "weights' in github.com/gen-omnimatte/gen-omnimatte-public")
+
+
+def missing_models_message(problem: str = "") -> str:
+    """A missing-model error: what is wrong, then both files Casper needs, where each goes and where it comes from."""
+    lines = [problem] if problem else []
+    lines += [
+        "Load Casper Model needs two model files (nothing is downloaded):",
+        f"1. the base model: the whole diffusers folder of {BASE_MODEL_ID} (Hugging Face; transformer/, vae/, "
+        f"text_encoder/, tokenizer/, scheduler/) → ComfyUI/models/{BASE_MODEL_DEFAULT}/ "
+        f"(models/{BASE_MODEL_FOLDER_NAMES[1]}/ and models/{BASE_MODEL_FOLDER_NAMES[2]}/ are searched too);",
+        f"2. the Casper weights: {CASPER_WEIGHTS_SOURCE} → ComfyUI/models/{CASPER_FOLDER_NAME}/"
+        f"{CASPER_WEIGHTS_DEFAULT}.",
+        "Then refresh the node definitions (press R, or reload the page) and pick them in Load Casper Model. "
+        "See the README, 'Model files'.",
+    ]
+    return "\n".join(lines)
+
+
 def list_base_models() -> list[str]:
     """Base model folders as ``<folder name>/<model name>`` for the dropdown (inpaint CogVideoX folders first)."""
     found = []
@@ -195,8 +219,7 @@ def resolve_base_model(choice: str) -> Path:
         if (root / model).is_dir():
             return root / model
     where = ", ".join(str(r) for r in folder_roots(folder_name))
-    raise FileNotFoundError(f"base_model {choice!r}: no folder {model!r} under {where}; put the "
-                            "CogVideoX-Fun-V1.5-5b-InP diffusers folder there (see the README, 'Model files')")
+    raise FileNotFoundError(missing_models_message(f"base_model {choice!r}: no folder {model!r} under {where}."))
 
 
 def list_casper_weights() -> list[str]:
@@ -222,8 +245,7 @@ def resolve_casper_weights(choice: str) -> Path:
         if (root / name).exists():
             return root / name
     where = ", ".join(str(r) for r in folder_roots(CASPER_FOLDER_NAME))
-    raise FileNotFoundError(f"casper_weights {choice!r} is not in {where}; put the Casper transformer "
-                            ".safetensors there (see the README, 'Model files')")
+    raise FileNotFoundError(missing_models_message(f"casper_weights {choice!r} is not in {where}."))
 
 
 def output_dir() -> Path:

@@ -40,6 +40,21 @@ def _names(layer_names: str, n: int) -> list[str] | None:
     return names
 
 
+# The node's live preview is refreshed at least this often (as a share of the steps), whatever the preset says.
+PREVIEW_SHARE = 10
+
+
+def _steps_and_preview_every(preset: str, stage: str, steps: int) -> tuple[int, int]:
+    """The steps the fit will run (0 = the preset's) and the ``preview_every`` that refreshes the node's preview at
+    least every 10 % of them (the preset's own interval when that is shorter)."""
+    from ..omnimatte_core.presets import resolve_config
+    config = resolve_config(preset, stage, steps or None)
+    every = max(1, config.steps // PREVIEW_SHARE)
+    if config.preview_every:
+        every = min(every, config.preview_every)
+    return config.steps, every
+
+
 def _steps_tooltip(stage: str) -> str:
     return (f"Optimiser steps of the {stage} fit; 0 = the preset's. A few hundred converge on short clips; "
             "the paper uses 20 000.")
@@ -127,11 +142,13 @@ class GenOmnimatteFitLayers:
         from ..omnimatte_core.layers import Layers
         solos, background, masks = _fit_inputs(solo_videos, clean_background, object_masks)
         names = _names(layer_names, solos.shape[0])
+        total, preview_every = _steps_and_preview_every(preset, "base", steps)
         comfy.free_memory()
-        progress = comfy.Progress(steps or 1)
+        progress = comfy.Progress(total)
         with torch.inference_mode(False), torch.enable_grad():
             fitted = fit_layers(solos.clone(), background.clone(), masks.clone(), preset=preset, steps=steps or None,
-                                seed=seed, device=comfy.torch_device(), progress=progress)
+                                seed=seed, device=comfy.torch_device(), progress=progress,
+                                preview_every=preview_every)
         comfy.free_memory()
         return (Layers(rgb=fitted.rgb, alpha=fitted.alpha, background=background, names=names, masks=masks,
                        fps=float(fps)),)
@@ -180,13 +197,14 @@ class GenOmnimatteUpscaleLayers:
             raise ValueError(f"object_masks hold {masks.shape[0]} objects but base_layers {base_layers.num_layers}")
         base = FittedLayers(rgb=base_layers.rgb.float().cpu(), alpha=base_layers.alpha.float().cpu(), steps=0,
                             seconds=0.0, config=None)
+        total, preview_every = _steps_and_preview_every(preset, "full_res", steps)
         comfy.free_memory()
-        progress = comfy.Progress(steps or 1)
+        progress = comfy.Progress(total)
         with torch.inference_mode(False), torch.enable_grad():
             fitted, background_hr = upscale_and_refine(
                 base, solos.clone(), base_layers.background.float().cpu().clone(), video_hr.clone(), masks.clone(),
                 resampler=resampler, input_detail=input_detail, preset=preset, steps=steps or None, seed=seed,
-                device=comfy.torch_device(), progress=progress)
+                device=comfy.torch_device(), progress=progress, preview_every=preview_every)
         comfy.free_memory()
         return (base_layers.replace(rgb=fitted.rgb, alpha=fitted.alpha, background=background_hr.float().cpu(),
                                     masks=masks),)

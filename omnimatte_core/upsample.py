@@ -178,6 +178,7 @@ def upscale_and_refine(
     seed: int = 0,
     device=None,
     progress: Callable | None = None,
+    **overrides,
 ) -> tuple[FittedLayers, torch.Tensor]:
     """Full-resolution layers from a base-resolution fit: upscale the removal outputs, then the bootstrapped fit.
 
@@ -190,6 +191,7 @@ def upscale_and_refine(
         input_detail: put the input's pixels into each solo where its object alone is visible
             (:func:`solos_with_input_detail`).
         preset, steps, seed, device, progress: passed to :func:`omnimatte_core.fit.fit_layers_full_res`.
+        **overrides: ``FitConfig`` fields for the full-resolution fit (e.g. ``preview_every``), passed on too.
 
     Returns:
         ``(layers, background_hr)`` — the full-resolution :class:`FittedLayers` and the background ``[T,3,H,W]`` they
@@ -222,5 +224,5 @@ def upscale_and_refine(
 
     # 3. Bootstrapped full-resolution fit
     layers = fit_layers_full_res(solos_hr, background_hr, masks_hr, base_fit, preset=preset, steps=steps, seed=seed,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, **overrides)
     return layers, background_hr

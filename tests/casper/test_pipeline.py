@@ -267,3 +267,69 @@ def test_a_clip_that_fits_one_window_ignores_the_overlap(tiny_pipe):
     longer = make_video(30)
     with pytest.raises(ValueError, match=r"overlap_frames: 30 frames need several windows of 13 frames"):
         tiny_pipe(longer, torch.full((1, 30, 16, 16), 0.5), steps=1, window_frames=13, overlap_frames=16)
+
+
+def test_live_progress_covers_sampling_and_decoding_with_previews(tiny_pipe):
+    from casper_core.vae_decode import decode_units
+
+    video = make_video(9, 16, 32)
+    jobs = build_trimask_jobs(video, make_masks(9, 16, 32), dilate=3)  # background + 2 solos
+    steps, calls, live = 2, [], []
+    result = tiny_pipe(video, jobs, steps=steps, batch_size=2, window_frames=9, overlap_frames=4,
+                       progress=lambda step, total: calls.append((step, total)),
+                       live_progress=lambda done, total, preview: live.append((done, total, preview)))
+    assert result.videos.shape == (3, 9, 16, 32, 3)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # the two-argument progress is unchanged
+    units = decode_units(tiny_pipe.vae, 4, 2, 4)  # 9 frames, padded to 13 → 4 latent frames of 2×4
+    total = steps * 2 + 3 * units  # two batches of steps, then every job's decode chunks
+    assert [c[:2] for c in live] == [(i, total) for i in range(1, total + 1)]
+    previews = [c[2] for c in live if c[2] is not None]
+    assert len(previews) == steps * 2  # one per denoising step; decode chunks carry none
+    for preview in previews:
+        assert preview.shape == (16, 32, 3) and preview.dtype == torch.float32
+        assert 0.0 <= float(preview.min()) and float(preview.max()) <= 1.0
+    # sampling first, then decoding, in each batch: steps of batch 1, its 2 decodes, steps of batch 2, its decode
+    kinds = ["step" if c[2] is not None else "decode" for c in live]
+    assert kinds == ["step"] * steps + ["decode"] * 2 * units + ["step"] * steps + ["decode"] * units
+
+
+def test_live_progress_can_interrupt_during_the_decode(tiny_pipe):
+    video = make_video(5)
+    jobs = build_trimask_jobs(video, make_masks(5), dilate=3).select(["background"])
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def live(done, total, preview):
+        seen.append(preview is None)
+        if preview is None:
+            raise Stop
+
+    with pytest.raises(Stop):
+        tiny_pipe(video, jobs, steps=1, live_progress=live)
+    assert seen == [False, True]  # the step's preview, then the first decode chunk stopped the run
+
+
+def test_decode_reports_every_chunk_of_every_tile(tiny_pipe):
+    from casper_core.vae_decode import decode_chunks, decode_units
+
+    vae = tiny_pipe.vae
+    latents = torch.randn(1, 4, 16, 12, 12, generator=torch.Generator().manual_seed(1))
+    calls = []
+    was_tiling = getattr(vae, "use_tiling", False)
+    with torch.no_grad():
+        vae.disable_tiling()
+        tiny_pipe.decode(latents, progress=lambda: calls.append(1))
+        assert len(calls) == decode_units(vae, 4, 12, 12) == len(decode_chunks(4)) == 3
+        vae.enable_tiling(tile_sample_min_height=48, tile_sample_min_width=40)
+        try:
+            calls.clear()
+            tiny_pipe.decode(latents, progress=lambda: calls.append(1))
+            # tiles every 5 latents down (0, 5, 10) and every 4 across (0, 4, 8): 9 tiles × 3 chunks
+            assert len(calls) == decode_units(vae, 4, 12, 12) == 27
+        finally:
+            vae.disable_tiling()
+            if was_tiling:
+                vae.enable_tiling()

@@ -248,3 +248,18 @@ def test_unexpected_errors_are_one_line_unless_asked(tmp_path, monkeypatch, caps
     assert "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB" in err
     with pytest.raises(RuntimeError, match="out of memory"):
         demo.main(["--out", str(tmp_path), "--traceback"])
+
+
+def test_summary_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, monkeypatch):
+    # An exact reconstruction has an infinite PSNR; a degenerate metric can be NaN. Both become null in the file.
+    values = iter([float("inf"), float("nan")])
+    monkeypatch.setattr(demo.metrics, "psnr", lambda *a, **k: next(values, 30.0))
+    summary, _ = _run(["--out", str(tmp_path), "--steps", "2", "--formats", "png", "preview"], monkeypatch)
+    assert math.isinf(summary["reconstruction_psnr"]["fit"])  # the returned summary keeps the numbers
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    text = (tmp_path / "omnimatte_0001" / "summary.json").read_text()
+    written = json.loads(text, parse_constant=refuse)
+    assert written["reconstruction_psnr"] == {"fit": None, "after_detail_transfer": None}

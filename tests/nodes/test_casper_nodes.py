@@ -112,3 +112,76 @@ def test_partial_casper_weights_need_allow_partial_weights(pack, models_dir, mon
         load().load(*args)
     model, = load().load(*args, allow_partial_weights=True)
     assert model.load_report.overridden_keys == 5
+
+
+class _FakeProgressBar:
+    """Stands in for ``comfy.utils.ProgressBar``: records every ``update_absolute(value, total, preview)``."""
+    updates = []
+
+    def __init__(self, total, node_id=None):
+        self.total = total
+
+    def update_absolute(self, value, total=None, preview=None):
+        self.updates.append((value, total, preview))
+
+
+def test_casper_remove_shows_latent_previews_and_progress_through_the_decode(pack, models_dir, monkeypatch):
+    import sys
+    import types
+
+    from PIL import Image
+
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
+    nodes = pack.NODE_CLASS_MAPPINGS
+    video, masks, *_ = nodes["GenOmnimatteDemoScene"]().generate(0, 2, FRAMES, WIDTH, HEIGHT, "static")
+    with torch.inference_mode():
+        model, = nodes["GenOmnimatteLoadCasperModel"]().load(
+            "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu",
+            "auto", False)
+        jobs, _, _ = nodes["GenOmnimatteBuildTrimasks"]().build(video, masks, 3, "background + solos")
+        # inside ComfyUI: its progress bar receives the previews
+        fake_comfy, fake_utils = types.ModuleType("comfy"), types.ModuleType("comfy.utils")
+        fake_utils.ProgressBar = _FakeProgressBar
+        fake_comfy.utils = fake_utils
+        monkeypatch.setitem(sys.modules, "comfy", fake_comfy)
+        monkeypatch.setitem(sys.modules, "comfy.utils", fake_utils)
+        _FakeProgressBar.updates = []
+        nodes["GenOmnimatteCasperRemove"]().remove(model, video, jobs, "empty scene", 2, 0, 85, 16, WIDTH, HEIGHT,
+                                                   batch_size=1)
+    updates = _FakeProgressBar.updates
+    total = updates[0][1]
+    assert [u[:2] for u in updates] == [(i, total) for i in range(1, total + 1)]  # one bar to the end
+    previews = [u[2] for u in updates if u[2] is not None]
+    assert len(previews) == 2 * 3  # every step of the 3 jobs (batch_size 1) has a preview
+    assert total > 2 * 3  # ... and the bar goes on through the VAE decode of each job
+    kind, image, max_size = previews[0]
+    assert kind == "JPEG" and isinstance(image, Image.Image) and image.size == (WIDTH, HEIGHT) and max_size > 0
+    assert updates[-1][2] is None  # the last report is the last decode chunk
+
+
+def test_casper_remove_runs_without_comfyui_progress(pack, models_dir, monkeypatch):
+    # Outside ComfyUI (no comfy.utils) the same reports go nowhere and the run completes.
+    import sys
+
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
+    monkeypatch.setitem(sys.modules, "comfy.utils", None)  # import fails, as without ComfyUI
+    nodes = pack.NODE_CLASS_MAPPINGS
+    video, masks, *_ = nodes["GenOmnimatteDemoScene"]().generate(0, 1, FRAMES, WIDTH, HEIGHT, "static")
+    comfy = __import__(f"{pack.__name__}.nodes.comfy_integration", fromlist=["Progress"])
+    previews = []
+    original = comfy.Progress.__call__
+
+    def spy(self, step, total=None, preview=None):
+        previews.append(preview)
+        return original(self, step, total, preview)
+
+    monkeypatch.setattr(comfy.Progress, "__call__", spy)
+    with torch.inference_mode():
+        model, = nodes["GenOmnimatteLoadCasperModel"]().load(
+            "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu",
+            "auto", False)
+        jobs, _, _ = nodes["GenOmnimatteBuildTrimasks"]().build(video, masks, 3, "background only")
+        background, _ = nodes["GenOmnimatteCasperRemove"]().remove(model, video, jobs, "empty scene", 1, 0, 85, 16,
+                                                                   WIDTH, HEIGHT)
+    assert background.shape == video.shape
+    assert previews[0] is not None and previews[0].shape == (HEIGHT, WIDTH, 3) and previews[-1] is None

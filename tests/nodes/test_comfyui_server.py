@@ -21,6 +21,7 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI_PATH or not (Path(COMFYUI_PATH) / "main.py").is_file(),
                                 reason="set COMFYUI_PATH to a ComfyUI checkout to run the real-server test")
 WEIGHT_FREE = "b_weight_free_locked_off.json"
+NEW_BACKGROUND = "e_recomposite_new_background.json"
 FRAMES, WIDTH, HEIGHT = 6, 96, 64
 # Tiny and fast: the point is the plumbing (loading, types, execution, saving), not the fit's quality.
 OVERRIDES = {
@@ -56,6 +57,10 @@ def server(tmp_path_factory):
     os.symlink(Path(__file__).resolve().parents[2], work / "custom_nodes" / "ComfyUI-GenerativeOmnimatte")
     for name in ("input", "output"):
         (work / name).mkdir()
+    # What a fresh install's input folder holds (workflow e uses it as its new background).
+    bundled = Path(COMFYUI_PATH) / "input" / "example.png"
+    if bundled.is_file():
+        shutil.copy(bundled, work / "input" / "example.png")
     extra = work / "extra_model_paths.yaml"
     extra.write_text(f"test:\n  base_path: {work}\n  custom_nodes: custom_nodes\n")
     port = _free_port()
@@ -108,7 +113,7 @@ def test_core_node_fixture_matches_this_server(server, workflow_tools):
 
 
 def test_weight_free_workflow_runs_to_saved_layers(server, specs, workflow_tools):
-    workflow = json.loads((workflow_tools.REPO_ROOT / "workflows" / WEIGHT_FREE).read_text())
+    workflow = json.loads((workflow_tools.REPO_ROOT / "example_workflows" / WEIGHT_FREE).read_text())
     prompt = workflow_tools.to_api(workflow, specs, OVERRIDES)
     queued = _post(server["base"] + "/prompt", {"prompt": prompt, "client_id": "generative-omnimatte-test"})
     assert not queued.get("node_errors"), queued
@@ -144,8 +149,34 @@ def test_weight_free_workflow_runs_to_saved_layers(server, specs, workflow_tools
     assert list(server["output"].rglob("omnimatte_recomposite*.mp4"))
 
 
+def _run_prompt(server, prompt, timeout=600):
+    queued = _post(server["base"] + "/prompt", {"prompt": prompt, "client_id": "generative-omnimatte-test"})
+    assert not queued.get("node_errors"), queued
+    deadline, history = time.time() + timeout, {}
+    while time.time() < deadline:
+        history = _get(f"{server['base']}/history/{queued['prompt_id']}").get(queued["prompt_id"], {})
+        if history.get("status", {}).get("completed") or history.get("status", {}).get("status_str") == "error":
+            break
+        time.sleep(2)
+    return history
+
+
+def test_new_background_workflow_runs_as_shipped(server, specs, workflow_tools):
+    # Workflow e as a user gets it: its Load Image names ComfyUI's bundled example.png, nothing else is needed.
+    workflow = json.loads((workflow_tools.REPO_ROOT / "example_workflows" / NEW_BACKGROUND).read_text())
+    overrides = {"GenOmnimatteDemoScene": OVERRIDES["GenOmnimatteDemoScene"], "GenOmnimatteFitLayers": {"steps": 3}}
+    history = _run_prompt(server, workflow_tools.to_api(workflow, specs, overrides))
+    status = history.get("status", {})
+    assert status.get("status_str") == "success", json.dumps(status)[:4000] + server["log"].read_text()[-3000:]
+    assert list(server["output"].rglob("new_background*.mp4"))
+    pngs = sorted(server["output"].rglob("layer0_rgba*.png"))
+    assert len(pngs) == FRAMES
+    from PIL import Image
+    assert Image.open(pngs[0]).mode == "RGBA"
+
+
 def test_interrupt_stops_a_long_fit_promptly(server, specs, workflow_tools):
-    workflow = json.loads((workflow_tools.REPO_ROOT / "workflows" / WEIGHT_FREE).read_text())
+    workflow = json.loads((workflow_tools.REPO_ROOT / "example_workflows" / WEIGHT_FREE).read_text())
     overrides = {**OVERRIDES, "GenOmnimatteFitLayers": {"steps": 100000},
                  "GenOmnimatteDemoScene": {**OVERRIDES["GenOmnimatteDemoScene"], "seed": 1}}
     prompt = workflow_tools.to_api(workflow, specs, overrides)

@@ -40,7 +40,7 @@ def _iou(mask, truth):
     return float((mask & truth).sum() / (mask | truth).sum())
 
 
-@pytest.mark.parametrize("tolerance", [-1, 12])  # the default (automatic) and the value the shipped workflows save
+@pytest.mark.parametrize("tolerance", [-1, 12])  # the default (automatic, what the workflows save) and a number
 def test_mp4_label_map_gives_the_objects_not_codec_noise(pack, tmp_path, tolerance):
     labels = _labels()
     image = _through_mp4(tmp_path / "labels.mp4", labels)

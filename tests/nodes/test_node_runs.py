@@ -82,6 +82,44 @@ def test_fit_reports_progress_with_previews_and_stops_on_interrupt(pack, scene, 
     assert calls[0][1]  # step 1 carried a preview image
 
 
+def _preview_steps(comfy, run):
+    """The steps at which a node's progress reports carried a preview, and the total it reported."""
+    seen = []
+    original = comfy.Progress.__call__
+
+    def spy(self, step, total=None, preview=None):
+        seen.append((step, total, preview is not None))
+        return original(self, step, total, preview)
+
+    comfy.Progress.__call__ = spy
+    try:
+        run()
+    finally:
+        comfy.Progress.__call__ = original
+    return [step for step, _, shown in seen if shown], seen[-1][1]
+
+
+def test_fit_previews_refresh_at_least_every_tenth_of_the_steps(pack, scene, fitted):
+    # The presets refresh every 50 steps (25 % of the default's 200, half of the preview's 100): the nodes ask for
+    # at least one preview per 10 % of their steps.
+    video, masks, _, fps, _ = scene
+    background, solos, layers = fitted
+    comfy = import_module(f"{pack.__name__}.nodes.comfy_integration")
+    with torch.inference_mode():
+        video_hr, masks_hr, *_ = node(pack, "GenOmnimatteDemoScene").generate(0, 2, FRAMES, 2 * WIDTH, 2 * HEIGHT,
+                                                                               "static")
+        runs = {
+            "fit": lambda: node(pack, "GenOmnimatteFitLayers").fit(solos, background, masks, "preview", 30, 0, fps),
+            "upscale": lambda: node(pack, "GenOmnimatteUpscaleLayers").upscale(
+                layers, solos, video_hr, masks_hr, "bicubic", True, "preview", 20, 0),
+        }
+        for name, run in runs.items():
+            shown, total = _preview_steps(comfy, run)
+            assert total in (30, 20)
+            gaps = [b - a for a, b in zip([0, *shown], [*shown, total])]
+            assert max(gaps) <= total // 10, (name, shown)
+
+
 def test_order_composite_and_convert(pack, scene, fitted):
     video, masks, depth, _, _ = scene
     _, _, layers = fitted
@@ -206,8 +244,30 @@ def test_load_casper_model_errors_before_loading(pack, tmp_path, monkeypatch):
         load.load("CogVideoX_Fun/missing", "casper.safetensors", "bf16", "gpu", "auto", True)
     with pytest.raises(ValueError, match="base_model must be"):
         load.load("../../etc", "casper.safetensors", "bf16", "gpu", "auto", True)
-    with pytest.raises(FileNotFoundError, match="put the Casper transformer"):
+    with pytest.raises(FileNotFoundError, match="(?s)other.safetensors.* is not in .*the Casper weights"):
         load.load("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "other.safetensors", "bf16", "gpu", "auto", True)
+
+
+MODEL_HELP = ("alibaba-pai/CogVideoX-Fun-V1.5-5b-InP", "ComfyUI/models/CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP/",
+              "ComfyUI/models/casper/casper_cogvideox_fun_v1.5.safetensors", "gen-omnimatte/gen-omnimatte-public")
+
+
+@pytest.mark.parametrize("choice", ["placeholders", "saved names"])
+def test_missing_models_name_both_files_where_they_go_and_their_ids(pack, tmp_path, monkeypatch, choice):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(tmp_path))
+    load = node(pack, "GenOmnimatteLoadCasperModel")
+    spec = load.INPUT_TYPES()["required"]
+    if choice == "placeholders":  # an install without models: each dropdown holds only its placeholder
+        base, weights = spec["base_model"][0][0], spec["casper_weights"][0][0]
+        assert len(spec["base_model"][0]) == len(spec["casper_weights"][0]) == 1
+    else:  # a shared workflow names files this machine lacks
+        base, weights = "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors"
+    with pytest.raises(FileNotFoundError) as raised:
+        load.load(base, weights, "bf16", "gpu", "auto", True)
+    message = str(raised.value)
+    for text in MODEL_HELP:
+        assert text in message, (text, message)
+    assert str(tmp_path / "CogVideoX_Fun") in message  # where it looked
 
 
 def test_upscale_layers_to_full_resolution(pack, fitted):

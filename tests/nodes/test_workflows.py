@@ -6,11 +6,23 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
+WORKFLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
 
 
 # Their dropdowns list the files of this machine's models/input folders: the saved names are examples.
 FILE_LIST_NODES = {"GenOmnimatteLoadCasperModel", "LoadVideo", "LoadImage"}
+TITLE_HEIGHT = 30  # the frontend draws a node's title bar above its position
+# Nodes that show a picture or video on the canvas: live previews while they run (Casper Remove, the fits), their
+# images or video after (and the Load nodes, the file). The frontend grows a node too small for its preview, over
+# whatever lies below it, so each keeps this much room below its slots and widgets.
+PREVIEW_NODES = {"GenOmnimatteCasperRemove", "GenOmnimatteFitLayers", "GenOmnimatteUpscaleLayers",
+                 "GenOmnimatteSaveLayers", "PreviewImage", "SaveImage", "SaveVideo", "LoadImage", "LoadVideo"}
+PREVIEW_ROOM = 256
+# Folder names ComfyUI's Templates browser reads in a custom node pack; it lists every one it finds.
+TEMPLATE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
+# Workflows that need no file of the user's: only what every ComfyUI install has (its input/example.png).
+RUN_AS_SHIPPED = {"b_weight_free_locked_off", "e_recomposite_new_background"}
+BUNDLED_INPUTS = {"example.png"}
 
 
 def load(path):
@@ -41,8 +53,8 @@ def test_workflow_is_full_ui_format(path):
     by_id = {n["id"]: n for n in workflow["nodes"]}
     for _, origin, _, target, _, _ in workflow["links"]:
         assert by_id[origin]["pos"][0] <= by_id[target]["pos"][0], (origin, target)
-    # nodes do not overlap
-    boxes = [(n["pos"][0], n["pos"][1], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+    # nodes do not overlap, title bars (drawn above a node's position) included
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
              for n in workflow["nodes"]]
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
@@ -102,3 +114,72 @@ def test_workflow_converts_to_api_format(path, specs, pack, workflow_tools):
             wanted = inspect.signature(cls.VALIDATE_INPUTS).parameters
             widgets = {k: v for k, v in node["inputs"].items() if not isinstance(v, list) and k in wanted}
             assert cls.VALIDATE_INPUTS(**widgets) is True or node["class_type"] == "GenOmnimatteLoadCasperModel"
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+def test_nodes_with_previews_keep_room_for_them(path):
+    workflow = load(path)
+    for node in workflow["nodes"]:
+        if node["type"] not in PREVIEW_NODES:
+            continue
+        slots = max(len([s for s in node.get("inputs", []) if "widget" not in s]), len(node.get("outputs", [])))
+        widgets = len(node.get("widgets_values") or [])
+        body = 20 * slots + 24 * widgets  # the frontend's slot and widget rows
+        assert node["size"][1] >= body + PREVIEW_ROOM, (path.name, node["id"], node["type"], node["size"])
+
+
+def test_templates_live_in_one_folder_each_with_a_thumbnail(workflow_tools):
+    root = workflow_tools.REPO_ROOT
+    # one folder only: ComfyUI would list a copy in a second folder twice
+    folders = [name for name in TEMPLATE_FOLDERS if list((root / name).glob("*.json"))]
+    assert folders == ["example_workflows"], folders
+    import hashlib
+    import sys
+
+    from PIL import Image
+    sys.path.insert(0, str(root / "tools"))
+    try:
+        import render_thumbnails
+    finally:
+        sys.path.pop(0)
+    for path in WORKFLOW_FILES:
+        thumbnail = path.with_suffix(".jpg")  # the name the frontend asks for
+        assert thumbnail.is_file(), f"{thumbnail.name} is missing: run python tools/render_thumbnails.py"
+        with Image.open(thumbnail) as image:
+            assert image.format == "JPEG" and image.size == render_thumbnails.SIZE
+            drawn_from = image.info.get("comment", b"").decode()
+        assert drawn_from == f"source-sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}", \
+            f"{thumbnail.name} was drawn from another version of {path.name}: run python tools/render_thumbnails.py"
+
+
+def test_thumbnails_are_drawn_from_the_workflow(workflow_tools):
+    import sys
+    sys.path.insert(0, str(workflow_tools.REPO_ROOT / "tools"))
+    try:
+        import render_thumbnails
+    finally:
+        sys.path.pop(0)
+    workflow = load(WORKFLOW_FILES[0])
+    image = render_thumbnails.render(workflow, "title", {})
+    colours = image.getcolors(maxcolors=1 << 16)
+    assert image.size == render_thumbnails.SIZE and (colours is None or len(colours) > 50)  # a drawing, not blank
+
+
+@pytest.mark.parametrize("path", [p for p in WORKFLOW_FILES if p.stem in RUN_AS_SHIPPED], ids=lambda p: p.stem)
+def test_runs_as_shipped_with_only_files_every_install_has(path, specs, workflow_tools):
+    workflow = load(path)
+    for node in workflow["nodes"]:
+        assert node["type"] != "LoadVideo", f"{path.name}: a Load Video needs the user's file"
+        if node["type"] == "LoadImage":
+            image = workflow_tools.widget_values(node, specs["LoadImage"])["image"]
+            assert image in BUNDLED_INPUTS, f"{path.name}: {image!r} is not in a fresh ComfyUI's input folder"
+
+
+def test_label_maps_use_the_automatic_tolerance(specs, workflow_tools):
+    default = dict((n, o) for n, _, o in specs["GenOmnimatteMasksFromLabelMap"]["inputs"])["tolerance"]["default"]
+    assert default == -1
+    for path in WORKFLOW_FILES:
+        for node in load(path)["nodes"]:
+            if node["type"] == "GenOmnimatteMasksFromLabelMap":
+                values = workflow_tools.widget_values(node, specs[node["type"]])
+                assert values["tolerance"] == default, (path.name, node["id"])

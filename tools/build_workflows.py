@@ -1,10 +1,12 @@
 """Write the example workflows (ComfyUI UI format, version 0.4) from short graph descriptions.
 
-Run from the repository root: ``python workflows/build_workflows.py``. Node specs come from the pack itself (our
+Run from the repository root: ``python tools/build_workflows.py``; it writes ``example_workflows/*.json`` (the
+folder ComfyUI's Templates browser lists, each file with a ``.jpg`` thumbnail of the same name:
+``tools/render_thumbnails.py``). Node specs come from the pack itself (our
 nodes) and from ``tests/nodes/fixtures/comfyui_core_nodes.json`` (core nodes, as a real server's /object_info gave
 them), so every widget value lands in the slot the frontend expects. Nodes are placed in columns, left to right, and
 each stage gets a group. The committed files were then loaded into the real frontend and saved from its canvas
-(``workflows/resave_from_frontend.py``), so they carry the frontend's own normalisation.
+(``tools/resave_from_frontend.py``), so they carry the frontend's own normalisation.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ COLUMN_WIDTH, NODE_WIDTH, GAP = 380, 330, 40
 MODEL_FILES = {"base_model": "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP",
                "casper_weights": "casper_cogvideox_fun_v1.5.safetensors"}
 GROUP_COLOURS = ["#3f789e", "#8A8", "#b06634", "#a1309b", "#88A", "#b58b2a"]
+# Nodes that show a picture or video on the canvas (live previews while they run, their images or video after):
+# each gets this much room below its widgets, inside its own box, so the frontend has no need to grow it over the
+# node below (it grows a node that is too small for its preview).
+PREVIEW_NODES = {"GenOmnimatteCasperRemove", "GenOmnimatteFitLayers", "GenOmnimatteUpscaleLayers",
+                 "GenOmnimatteSaveLayers", "PreviewImage", "SaveImage", "SaveVideo", "LoadImage", "LoadVideo"}
+PREVIEW_ROOM = 256
+# An image every ComfyUI install has (its input/ folder ships it): workflow (e) runs as shipped.
+BUNDLED_IMAGE = "example.png"
 
 
 def load_pack():
@@ -83,6 +93,8 @@ class Graph:
             raise KeyError(f"{type_}: no widget(s) {sorted(unknown)}")
         link_inputs = [(n, input_kind(k)) for n, k, _ in spec["inputs"] if not is_widget(k)]
         height = 46 + 22 * max(len(link_inputs), len(spec["outputs"])) + 26 * len(values)
+        if type_ in PREVIEW_NODES:
+            height += PREVIEW_ROOM
         node = {
             "id": len(self.nodes) + 1, "type": type_, "pos": [40 + column * COLUMN_WIDTH, row_y],
             "size": [NODE_WIDTH, height], "flags": {}, "order": len(self.nodes), "mode": 0,
@@ -181,7 +193,7 @@ def casper_inputs(g: Graph, column: int = 0, labels: bool = True):
     if labels:
         lload, lparts = video_input(g, column, g.below(parts), "my_object_labels.mp4",
                                     "Load Video (label map: one grey value per object)")
-        masks = g.add("GenOmnimatteMasksFromLabelMap", column, g.below(lparts), tolerance=12)
+        masks = g.add("GenOmnimatteMasksFromLabelMap", column, g.below(lparts))
         g.connect(lparts, "images", masks, "label_map")
         members += [lload, lparts, masks]
     else:
@@ -263,8 +275,7 @@ def full_resolution(g: Graph):
     scale_labels = g.add("ImageScale", 1, g.below(scale), title="Label map at the base size",
                          upscale_method="nearest-exact", width=672, height=384, crop="disabled")
     g.connect(lparts, "images", scale_labels, "image")
-    base_masks = g.add("GenOmnimatteMasksFromLabelMap", 1, g.below(scale_labels), title="Masks at the base size",
-                       tolerance=12)
+    base_masks = g.add("GenOmnimatteMasksFromLabelMap", 1, g.below(scale_labels), title="Masks at the base size")
     g.connect(scale_labels, "IMAGE", base_masks, "label_map")
     g.group("2. Base resolution", [scale, scale_labels, base_masks])
     model = g.add("GenOmnimatteLoadCasperModel", 2, 80, **MODEL_FILES)
@@ -312,8 +323,9 @@ def new_background(g: Graph):
     g.connect(demo, "object_masks", fit, "object_masks")
     g.connect(demo, "fps", fit, "fps")
     g.group("1. Layers", [demo, plate, fit])
-    picture = g.add("LoadImage", 2, 80, title="Load Image (the new background)", image="new_background.png")
-    edit = g.add("GenOmnimatteEditLayers", 2, g.below(picture) + 260, drop_layers="1", background_fit="cover")
+    # ComfyUI's bundled example.png, so the workflow runs as shipped; pick any picture of yours instead.
+    picture = g.add("LoadImage", 2, 80, title="Load Image (the new background)", image=BUNDLED_IMAGE)
+    edit = g.add("GenOmnimatteEditLayers", 2, g.below(picture), drop_layers="1", background_fit="cover")
     g.connect(fit, "layers", edit, "layers")
     g.connect(picture, "IMAGE", edit, "new_background")
     g.group("2. Keep layer 0, new background", [picture, edit])
@@ -345,7 +357,7 @@ def main() -> None:
     for name, build in WORKFLOWS.items():
         graph = Graph(specs)
         build(graph)
-        path = ROOT / "workflows" / f"{name}.json"
+        path = ROOT / "example_workflows" / f"{name}.json"
         path.write_text(json.dumps(graph.to_json(name), indent=1) + "\n")
         print(path.relative_to(ROOT), len(graph.nodes), "nodes", len(graph.links), "links")
 
