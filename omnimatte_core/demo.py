@@ -142,18 +142,14 @@ def _file_input(args) -> DemoInput:
 # Removal: clean plate or Casper
 
 
-def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages, allow_camera_motion: bool = False,
-                         rounds: int = 0, fit_kwargs: dict | None = None, fit_size: tuple[int, int] | None = None):
-    from .effect_aware import effect_aware_removal
+def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages, allow_camera_motion: bool = False):
+    from . import clean_plate
 
-    # A moving camera raises CameraMotionError (a ValueError) here, before any fitting. Each plate ↔ layers round
-    # fits the layers once to find the other objects' effects and takes them out of each solo (effect_aware.py).
-    removal = effect_aware_removal(video, masks, rounds=rounds, allow_camera_motion=allow_camera_motion,
-                                   fit_size=fit_size, fit_kwargs=dict(fit_kwargs or {}, progress=stages.fit_progress))
-    plate = removal.plate
-    return plate.background.clone(), removal.solos, {
-        "method": "clean_plate", "filled_fraction": plate.filled_fraction,
-        "camera_motion_px": plate.camera_motion_px, "plate_rounds": removal.rounds}
+    # A moving camera raises CameraMotionError (a ValueError) here, before any fitting.
+    plate = clean_plate.estimate_clean_plate(video, masks, allow_camera_motion=allow_camera_motion)
+    solos = clean_plate.solo_videos(video, masks, plate)
+    return plate.background.clone(), solos, {"method": "clean_plate", "filled_fraction": plate.filled_fraction,
+                                             "camera_motion_px": plate.camera_motion_px}
 
 
 def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
@@ -205,17 +201,15 @@ def run(args, stream=None) -> dict:
     out.write(f"  {n} objects, {t} frames of {h}×{w} at {data.fps:g} fps\n")
 
     # 2. Removal: clean background + one solo video per object
-    base_size = _base_size((h, w), args.base_long_side)
     stages.start("casper" if args.casper_base else "clean plate")
     if args.casper_base:
         background, solos, removal = _casper_removal(data.video, data.masks, args, stages)
     else:
-        background, solos, removal = _clean_plate_removal(
-            data.video, data.masks, stages, args.allow_camera_motion, rounds=args.plate_rounds, fit_size=base_size,
-            fit_kwargs=dict(preset=args.preset, steps=args.steps, seed=args.seed, device=args.device))
+        background, solos, removal = _clean_plate_removal(data.video, data.masks, stages, args.allow_camera_motion)
     stages.done()
 
     # 3. Layer fit: base resolution, then full resolution when the input is larger
+    base_size = _base_size((h, w), args.base_long_side)
     full_res = base_size != (h, w)
     stages.start("fit")
     if full_res:
@@ -391,9 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--allow-camera-motion", action="store_true",
                      help="build the weight-free clean plate even if the camera moves (it will be blurred; "
                           "Casper is the right tool for such clips)")
-    src.add_argument("--plate-rounds", type=int, default=1,
-                     help="weight-free path: plate <-> layers rounds that take the other objects' shadows and "
-                          "reflections out of each solo video (one extra fit each; 0 = the plain clean plate)")
     fit = parser.add_argument_group("fit")
     fit.add_argument("--preset", default=DEMO_PRESET, choices=sorted(PRESETS), help="fit settings (presets.py)")
     fit.add_argument("--steps", type=int, help="optimiser steps of the base fit (default: the preset's)")
@@ -527,8 +518,6 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         value = getattr(args, option)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
-    if args.plate_rounds < 0:
-        parser.error(f"--plate-rounds must be 0 or more, got {args.plate_rounds}")
     if args.base_long_side < 8:
         parser.error(f"--base-long-side must be at least 8, got {args.base_long_side}")
     if not 0.5 < args.detail_threshold <= 1.0:
