@@ -1,6 +1,6 @@
 """Write the example workflows (ComfyUI UI format, version 0.4) from short graph descriptions.
 
-Run from the repository root: ``python tools/build_workflows.py``; it writes ``example_workflows/*.json`` (the
+Run from the repository root: ``python tools/build_workflows.py``; it writes ``workflows/*.json`` (the
 folder ComfyUI's Templates browser lists, each file with a ``.jpg`` thumbnail of the same name:
 ``tools/render_thumbnails.py``). Node specs come from the pack itself (our
 nodes) and from ``tests/nodes/fixtures/comfyui_core_nodes.json`` (core nodes, as a real server's /object_info gave
@@ -357,7 +357,7 @@ def main() -> None:
     for name, build in WORKFLOWS.items():
         graph = Graph(specs)
         build(graph)
-        path = ROOT / "example_workflows" / f"{name}.json"
+        path = ROOT / "workflows" / f"{name}.json"
         path.write_text(json.dumps(graph.to_json(name), indent=1) + "\n")
         print(path.relative_to(ROOT), len(graph.nodes), "nodes", len(graph.links), "links")
 

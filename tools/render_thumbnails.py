@@ -1,4 +1,4 @@
-"""Draw a thumbnail ``<name>.jpg`` beside every ``example_workflows/<name>.json`` (ComfyUI's Templates browser shows it).
+"""Draw a thumbnail ``<name>.jpg`` beside every ``workflows/<name>.json`` (ComfyUI's Templates browser shows it).
 
 Run from the repository root: ``python tools/render_thumbnails.py`` (needs Pillow). The picture is drawn from the
 workflow file itself — groups, nodes with their titles, links coloured by type, the room kept for previews — so it
@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDER = ROOT / "example_workflows"
+FOLDER = ROOT / "workflows"
 SIZE = (768, 512)
 HEADER = 56
 MARGIN = 14

@@ -5,7 +5,7 @@ Usage, with a ComfyUI server running with the pack installed (any port):
     python tools/resave_from_frontend.py --url http://127.0.0.1:8188 [--chromium /usr/bin/chromium]
 
 Needs the Python package ``playwright`` and a Chromium binary (``--chromium``). Each file in
-``example_workflows/*.json`` is loaded with the frontend's own ``app.loadGraphData`` and replaced by
+``workflows/*.json`` is loaded with the frontend's own ``app.loadGraphData`` and replaced by
 ``JSON.stringify(app.graph.serialize())`` — what the frontend's *Save* writes — so the files carry the frontend's
 normalisation (widget sockets, localised names, its version).
 """
@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / "example_workflows"
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CORE_NODES_FILE = Path(__file__).parent / "fixtures" / "comfyui_core_nodes.json"
-WORKFLOW_FILES = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
+WORKFLOW_FILES = sorted((REPO_ROOT / "workflows").glob("*.json"))
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Widgets the frontend adds after an INT input of these names (the "control after generate" combo).
 CONTROL_AFTER_GENERATE = {"seed", "noise_seed"}

@@ -113,7 +113,7 @@ def test_core_node_fixture_matches_this_server(server, workflow_tools):
 
 
 def test_weight_free_workflow_runs_to_saved_layers(server, specs, workflow_tools):
-    workflow = json.loads((workflow_tools.REPO_ROOT / "example_workflows" / WEIGHT_FREE).read_text())
+    workflow = json.loads((workflow_tools.REPO_ROOT / "workflows" / WEIGHT_FREE).read_text())
     prompt = workflow_tools.to_api(workflow, specs, OVERRIDES)
     queued = _post(server["base"] + "/prompt", {"prompt": prompt, "client_id": "generative-omnimatte-test"})
     assert not queued.get("node_errors"), queued
@@ -163,7 +163,7 @@ def _run_prompt(server, prompt, timeout=600):
 
 def test_new_background_workflow_runs_as_shipped(server, specs, workflow_tools):
     # Workflow e as a user gets it: its Load Image names ComfyUI's bundled example.png, nothing else is needed.
-    workflow = json.loads((workflow_tools.REPO_ROOT / "example_workflows" / NEW_BACKGROUND).read_text())
+    workflow = json.loads((workflow_tools.REPO_ROOT / "workflows" / NEW_BACKGROUND).read_text())
     overrides = {"GenOmnimatteDemoScene": OVERRIDES["GenOmnimatteDemoScene"], "GenOmnimatteFitLayers": {"steps": 3}}
     history = _run_prompt(server, workflow_tools.to_api(workflow, specs, overrides))
     status = history.get("status", {})
@@ -176,7 +176,7 @@ def test_new_background_workflow_runs_as_shipped(server, specs, workflow_tools):
 
 
 def test_interrupt_stops_a_long_fit_promptly(server, specs, workflow_tools):
-    workflow = json.loads((workflow_tools.REPO_ROOT / "example_workflows" / WEIGHT_FREE).read_text())
+    workflow = json.loads((workflow_tools.REPO_ROOT / "workflows" / WEIGHT_FREE).read_text())
     overrides = {**OVERRIDES, "GenOmnimatteFitLayers": {"steps": 100000},
                  "GenOmnimatteDemoScene": {**OVERRIDES["GenOmnimatteDemoScene"], "seed": 1}}
     prompt = workflow_tools.to_api(workflow, specs, overrides)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-WORKFLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "example_workflows").glob("*.json"))
+WORKFLOW_FILES = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 
 
 # Their dropdowns list the files of this machine's models/input folders: the saved names are examples.
@@ -29,7 +29,7 @@ def load(path):
     return json.loads(path.read_text())
 
 
-def test_the_five_example_workflows_exist(workflow_tools):
+def test_the_five_workflows_exist(workflow_tools):
     names = [p.stem for p in workflow_tools.WORKFLOW_FILES]
     assert [n[0] for n in names] == ["a", "b", "c", "d", "e"], names
 
@@ -132,7 +132,7 @@ def test_templates_live_in_one_folder_each_with_a_thumbnail(workflow_tools):
     root = workflow_tools.REPO_ROOT
     # one folder only: ComfyUI would list a copy in a second folder twice
     folders = [name for name in TEMPLATE_FOLDERS if list((root / name).glob("*.json"))]
-    assert folders == ["example_workflows"], folders
+    assert folders == ["workflows"], folders
     import hashlib
     import sys
 
