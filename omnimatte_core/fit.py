@@ -330,15 +330,19 @@ _BLUR_NOISE_FACTOR = 1.0 / (2.0 * math.sqrt(math.pi))
 
 
 def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: torch.Tensor, config: FitConfig) -> torch.Tensor:
-    """The least opacity that explains the solo video once noise is set aside: the difference to the background,
-    blurred by 1 px and shrunk towards 0 by ``noise_threshold`` standard deviations of the (blurred) noise, so
-    differences at the noise level start at alpha 0. ``[T,N,3,H,W]`` → ``[T,N,1,H,W]``."""
+    """The least opacity that explains the solo video once noise is set aside. A difference to the background larger
+    than ``noise_threshold`` noise standard deviations is kept as it is; a smaller one is blurred by 1 px and shrunk
+    towards 0 by that many standard deviations of the blurred noise, so differences at the noise level start at
+    alpha 0 while faint but extended effects survive. ``[T,N,3,H,W]`` → ``[T,N,1,H,W]``."""
     diff = solo - background
     if config.noise_threshold > 0:
         t, n, c, h, w = diff.shape
+        sigma = noise.view(1, n, 3, 1, 1)
         blurred = gaussian_blur(diff.reshape(t * n, c, h, w), 1.0).reshape(t, n, c, h, w)
-        limit = config.noise_threshold * _BLUR_NOISE_FACTOR * noise.view(1, n, 3, 1, 1)
-        diff = blurred.sign() * (blurred.abs() - limit).clamp_min(0.0)
+        limit = config.noise_threshold * _BLUR_NOISE_FACTOR * sigma
+        shrunk = blurred.sign() * (blurred.abs() - limit).clamp_min(0.0)
+        # Differences far above the noise keep their own, sharp value (exact inputs keep the exact least opacity).
+        diff = torch.where(diff.abs() > config.noise_threshold * sigma, diff, shrunk)
     return minimal_alpha((background + diff).clamp(0.0, 1.0), background)
 
 
