@@ -341,8 +341,10 @@ def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: torch.Tens
         blurred = gaussian_blur(diff.reshape(t * n, c, h, w), 1.0).reshape(t, n, c, h, w)
         limit = config.noise_threshold * _BLUR_NOISE_FACTOR * sigma
         shrunk = blurred.sign() * (blurred.abs() - limit).clamp_min(0.0)
-        # Differences far above the noise keep their own, sharp value (exact inputs keep the exact least opacity).
-        diff = torch.where(diff.abs() > config.noise_threshold * sigma, diff, shrunk)
+        # Differences far above the noise, in a neighbourhood that is above it too (not a lone noise speckle), keep
+        # their own sharp value: exact inputs keep the exact least opacity.
+        sharp = (diff.abs() > config.noise_threshold * sigma) & (shrunk != 0)
+        diff = torch.where(sharp, diff, shrunk)
     return minimal_alpha((background + diff).clamp(0.0, 1.0), background)
 
 
