@@ -13,8 +13,8 @@ a roll is not detected. Use Casper (generative removal) for such clips, or ``all
 
 Solo videos for the omnimatte fit (one per object: the object with its effects, every other object removed) are the
 input with the other objects' dilated masks replaced by the plate. Effects of another object that reach beyond its
-dilated mask stay in the solo, and effects of object ``i`` that fall inside another object's dilated mask are lost;
-Casper handles both.
+dilated mask stay in the solo (:func:`~.effect_aware.effect_aware_removal` takes most of them out, at the cost of a
+layer fit), and effects of object ``i`` that fall inside another object's dilated mask are lost; Casper handles both.
 """
 from __future__ import annotations
 

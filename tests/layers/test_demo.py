@@ -47,6 +47,7 @@ def test_synthetic_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert "fit → after detail transfer" in printed
     assert len(quality["layers_after_detail_transfer"]) == 2
     assert summary["settings"]["opaque_inside_masks"] is True
+    assert summary["settings"]["removal"]["plate_rounds"] == 1  # effect-aware solos by default (--plate-rounds)
     # the export: manifest, per-layer PNGs, previews, the overview picture
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["frames"] == 6 and (manifest["height"], manifest["width"]) == (48, 80)
@@ -94,6 +95,7 @@ def test_demo_on_user_files(tmp_path, monkeypatch):
     ["--video", "v.mp4", "--masks", "m.mp4", "--label-map", "l.mp4"],
     ["--prefix", "../up"],                                 # path traversal
     ["--steps", "0"],
+    ["--plate-rounds", "-1"],
     ["--casper-base", "base"],                             # weights missing
 ])
 def test_bad_arguments_exit_before_work(argv, capsys):
