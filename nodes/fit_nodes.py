@@ -60,11 +60,31 @@ def _steps_tooltip(stage: str) -> str:
             "the paper uses 20 000.")
 
 
+# The internal fits of the Clean Plate's plate ↔ layers rounds make the same choices as the demo command
+# (omnimatte_core/demo.py): the preview preset, seed 0, at most this long a side (its --base-long-side, Casper's size).
+PLATE_FIT_PRESET = "preview"
+PLATE_FIT_LONG_SIDE = 672
+
+
+def _rounds_progress(progress, total: int):
+    """One bar over every round's fit: ``fit_layers`` counts each fit from step 1 again, this keeps counting on."""
+    done = {"offset": 0, "last": 0}
+
+    def report(step, _total=None, _preview=None):
+        if step <= done["last"]:  # the next round's fit started
+            done["offset"] += done["last"]
+        done["last"] = step
+        progress(done["offset"] + step, total)
+
+    return report
+
+
 class GenOmnimatteCleanPlate:
     DESCRIPTION = ("Weight-free clean background for a locked-off (static camera) shot: every pixel from the frames "
                    "where no object covers it. Also gives one solo video per object (the other objects replaced by "
-                   "the clean plate), so layers can be fitted without Casper. Effects of the other objects stay in "
-                   "each solo; use Casper for moving cameras and for exact solos.")
+                   "the clean plate), so layers can be fitted without Casper. With plate_rounds ≥ 1 the layers are "
+                   "fitted internally to find the other objects' shadows and reflections beyond their masks, which "
+                   "then leave each solo and the plate. Use Casper for moving cameras and for exact solos.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("clean_background", "solo_videos")
@@ -89,15 +109,42 @@ class GenOmnimatteCleanPlate:
                                                 "tooltip": "Build the plate even if the camera moves (it will be "
                                                            "blurred); off: a moving camera stops with an error "
                                                            "suggesting Casper."}),
+            "plate_rounds": ("INT", {"default": 1, "min": 0, "max": 3,
+                                     "tooltip": "Plate ↔ layers rounds: fit the layers, then take out of each solo "
+                                                "video the other objects' shadows and reflections that reach beyond "
+                                                "their grown masks (the part that moves with them), and rebuild the "
+                                                "plate without the frames the layers claim. Each round costs one "
+                                                "more layer fit (the preview preset). 0 = the plain temporal-median "
+                                                "plate, no fit."}),
+            "plate_fit_steps": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                        "tooltip": "Optimiser steps of each round's internal layer fit; 0 = the "
+                                                   "preview preset's (as the demo command)."}),
         }}
 
-    def clean_plate(self, video, object_masks, dilate, solo_dilate=21, allow_camera_motion=False):
-        from ..omnimatte_core.clean_plate import estimate_clean_plate, solo_videos
+    def clean_plate(self, video, object_masks, dilate, solo_dilate=21, allow_camera_motion=False, plate_rounds=1,
+                    plate_fit_steps=0):
+        from ..omnimatte_core.demo import _base_size
+        from ..omnimatte_core.effect_aware import effect_aware_removal
+        from ..omnimatte_core.presets import resolve_config
         frames = image_to_video(video, "video")
         masks = _masks_for(object_masks, frames)
-        plate = estimate_clean_plate(frames, masks, dilate=int(dilate), allow_camera_motion=bool(allow_camera_motion))
-        solos = solo_videos(frames, masks, plate, dilate=int(solo_dilate))
-        return (video_to_image(plate.background), stack_to_image(solos))
+        rounds = int(plate_rounds)
+        steps = resolve_config(PLATE_FIT_PRESET, "base", int(plate_fit_steps) or None).steps
+        # One bar over all rounds (it also stops the fit on an interrupt). No live preview: these layers only serve
+        # the plate, and the node keeps no room for a picture on the canvas.
+        fit_kwargs = dict(preset=PLATE_FIT_PRESET, steps=steps, seed=0, device=comfy.torch_device(), preview_every=0)
+        if rounds:
+            fit_kwargs["progress"] = _rounds_progress(comfy.Progress(rounds * steps), rounds * steps)
+            comfy.free_memory()
+        with torch.inference_mode(False), torch.enable_grad():
+            removal = effect_aware_removal(
+                frames.clone(), masks.clone(), rounds=rounds, plate_dilate=int(dilate), solo_dilate=int(solo_dilate),
+                allow_camera_motion=bool(allow_camera_motion), fit_size=_base_size(tuple(frames.shape[-2:]),
+                                                                                   PLATE_FIT_LONG_SIDE),
+                fit_kwargs=fit_kwargs)
+        if rounds:
+            comfy.free_memory()
+        return (video_to_image(removal.plate.background), stack_to_image(removal.solos))
 
 
 def _masks_for(mask, frames: torch.Tensor) -> torch.Tensor:

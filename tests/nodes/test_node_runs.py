@@ -26,7 +26,7 @@ def scene(pack):
 def fitted(pack, scene):
     video, masks, depth, fps, _ = scene
     with torch.inference_mode():
-        background, solos = node(pack, "GenOmnimatteCleanPlate").clean_plate(video, masks, 5)
+        background, solos = node(pack, "GenOmnimatteCleanPlate").clean_plate(video, masks, 5, plate_rounds=0)
         layers, = node(pack, "GenOmnimatteFitLayers").fit(solos, background, masks, "preview", 2, 0, fps,
                                                           layer_names="a,b")
     return background, solos, layers
@@ -48,6 +48,53 @@ def test_clean_plate_recovers_the_static_background(pack, scene, fitted):
     assert background.shape == video.shape and solos.shape == (2 * FRAMES, HEIGHT, WIDTH, 3)
     error = (background - true_background).abs().mean()
     assert error < 0.5 * (video - true_background).abs().mean()
+
+
+def test_clean_plate_rounds_zero_is_the_plain_plate_and_rounds_report_progress(pack):
+    # plate_rounds = 0: the plain temporal-median plate and solos; each round fits the layers once more (here a few
+    # steps) and takes the other objects' effects out of each solo, with one progress bar over every round's fit.
+    t, h, w = 8, 48, 80
+    plain = import_module(f"{pack.__name__}.omnimatte_core.clean_plate")
+    truth = import_module(f"{pack.__name__}.omnimatte_core.synthetic").make_scene(
+        seed=0, num_objects=2, frames=t, height=h, width=w)
+    comfy = import_module(f"{pack.__name__}.nodes.comfy_integration")
+    video = truth.composite.permute(0, 2, 3, 1).contiguous()  # IMAGE [T,H,W,3]
+    masks = truth.masks[:, :, 0].flatten(0, 1).float()  # MASK, object after object
+    clean_plate = node(pack, "GenOmnimatteCleanPlate").clean_plate
+    steps = []
+    original = comfy.Progress.__call__
+
+    def spy(self, step, total=None, preview=None):
+        steps.append((step, total, self.total))
+        return original(self, step, total, preview)
+
+    comfy.Progress.__call__ = spy
+    try:
+        with torch.inference_mode():
+            background_0, solos_0 = clean_plate(video, masks, 11, plate_rounds=0)
+            assert steps == []  # no fit
+            background_1, solos_1 = clean_plate(video, masks, 11, plate_rounds=1, plate_fit_steps=3)
+            assert steps == [(1, 3, 3), (2, 3, 3), (3, 3, 3)]
+            steps.clear()
+            clean_plate(video, masks, 11, plate_rounds=2, plate_fit_steps=2)
+            assert [s for s, _, _ in steps] == [1, 2, 3, 4] and {total for _, total, _ in steps} == {4}
+            comfy.request_interrupt()
+            with pytest.raises(comfy.Interrupted):
+                clean_plate(video, masks, 11, plate_rounds=1, plate_fit_steps=50)
+    finally:
+        comfy.Progress.__call__ = original
+        comfy.request_interrupt(False)
+
+    plate = plain.estimate_clean_plate(truth.composite, truth.masks, dilate=11)
+    expected_solos = plain.solo_videos(truth.composite, truth.masks, plate, dilate=21)
+    assert torch.equal(background_0, plate.background.permute(0, 2, 3, 1))
+    assert torch.equal(solos_0, expected_solos.flatten(0, 1).permute(0, 2, 3, 1))
+    assert background_1.shape == background_0.shape == video.shape
+    assert solos_1.shape == solos_0.shape == (2 * t, h, w, 3)
+    assert 0 <= float(solos_1.min()) and float(solos_1.max()) <= 1
+    assert not torch.equal(solos_1, solos_0)  # the round changed the solos
+    own = masks.bool()  # each object's own pixels are never touched
+    assert torch.equal(solos_1[own], video.repeat(2, 1, 1, 1)[own])
 
 
 def test_fit_under_inference_mode_gives_layers(fitted):
