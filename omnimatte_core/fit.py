@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from . import losses
-from .input_alignment import align_background, gaussian_blur
+from .input_alignment import align_background, gaussian_blur, pixel_noise
 from .networks import LayerUNet
 from .presets import FitConfig, resolve_config
 
@@ -196,11 +196,12 @@ def _optimise(
     noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``;
-    ``noise [N,3]`` is the noise level between each solo and its background (sets the reconstruction's dead zone)."""
+    ``noise = (noise_sigma [N,3], edge_noise [N,3])`` is the noise model between each solo and its background: it
+    sets the reconstruction's dead zone at every pixel (``input_alignment.pixel_noise``)."""
     t, n = solos.shape[:2]
-    tolerance = None
-    if noise is not None and config.noise_tolerance > 0:
-        tolerance = (config.noise_tolerance * noise).view(1, n, 3, 1, 1)
+    use_tolerance = noise is not None and config.noise_tolerance > 0
+    if use_tolerance:
+        flat, edge = ((config.noise_tolerance * x).view(1, n, 3, 1, 1) for x in noise)
     # Network initialisation from the seed without touching the caller's global RNG (ComfyUI seeds it for others).
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -227,7 +228,8 @@ def _optimise(
             rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx])
         composite = losses.over_background(rgb, alpha, background[idx])
         terms = {
-            "recon": losses.reconstruction(composite, solos[idx], config.recon, tolerance),
+            "recon": losses.reconstruction(composite, solos[idx], config.recon,
+                                           pixel_noise(background[idx], flat, edge) if use_tolerance else None),
             "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness),
         }
         mask_w = _mask_weight(config, step)
@@ -309,19 +311,20 @@ def _features(solo: torch.Tensor, background: torch.Tensor, min_alpha: torch.Ten
 def _prepare_inputs(solos: torch.Tensor, background: torch.Tensor, masks: torch.Tensor, config: FitConfig,
                     dev: torch.device):
     """Frames-first fp32 copies ``[T,N,C,H,W]`` of the solos, the background (per object: aligned to that solo when
-    ``config.align_inputs``, see ``input_alignment``) and the binary masks, and the noise level ``[N,3]`` between
-    each solo and its background (zeros when not aligned)."""
+    ``config.align_inputs``, see ``input_alignment``) and the binary masks, and the noise model between each solo
+    and its background: ``(noise_sigma [N,3], edge_noise [N,3])`` (zeros when not aligned; see
+    ``input_alignment.pixel_noise``)."""
     solo_t = _to_frames_first(solos, dev)
     mask_t = (_to_frames_first(masks, dev) > 0.5).float()
     n = solo_t.shape[1]
     if config.align_inputs:
         alignment = align_background(solos.float(), background.float(), masks, estimate_shift=config.align_shift)
         bg_t = alignment.background.transpose(0, 1).contiguous()
-        noise = alignment.noise_sigma
+        noise = (alignment.noise_sigma, alignment.edge_noise)
         del alignment
     else:
         bg_t = background.detach().to(device=dev, dtype=torch.float32).unsqueeze(1).expand_as(solo_t).contiguous()
-        noise = torch.zeros(n, 3, device=dev)
+        noise = (torch.zeros(n, 3, device=dev), torch.zeros(n, 3, device=dev))
     return solo_t, bg_t, mask_t, noise
 
 
@@ -329,7 +332,8 @@ def _prepare_inputs(solos: torch.Tensor, background: torch.Tensor, masks: torch.
 _BLUR_NOISE_FACTOR = 1.0 / (2.0 * math.sqrt(math.pi))
 
 
-def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: torch.Tensor, config: FitConfig) -> torch.Tensor:
+def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
+                 config: FitConfig) -> torch.Tensor:
     """The least opacity that explains the solo video once noise is set aside. A difference to the background larger
     than ``noise_threshold`` noise standard deviations is kept as it is; a smaller one is blurred by 1 px and shrunk
     towards 0 by that many standard deviations of the blurred noise, so differences at the noise level start at
@@ -337,10 +341,12 @@ def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: torch.Tens
     diff = solo - background
     if config.noise_threshold > 0:
         t, n, c, h, w = diff.shape
-        sigma = noise.view(1, n, 3, 1, 1)
+        flat, edge = (x.view(1, n, 3, 1, 1) for x in noise)
+        sigma = pixel_noise(background, flat, edge)
         blurred = gaussian_blur(diff.reshape(t * n, c, h, w), 1.0).reshape(t, n, c, h, w)
-        limit = config.noise_threshold * _BLUR_NOISE_FACTOR * sigma
-        shrunk = blurred.sign() * (blurred.abs() - limit).clamp_min(0.0)
+        # blurring divides white noise by ~3.5; what misalignment leaves on edges is smooth and stays
+        blurred_sigma = pixel_noise(background, _BLUR_NOISE_FACTOR * flat, edge)
+        shrunk = blurred.sign() * (blurred.abs() - config.noise_threshold * blurred_sigma).clamp_min(0.0)
         # Differences far above the noise, in a neighbourhood that is above it too (not a lone noise speckle), keep
         # their own sharp value: exact inputs keep the exact least opacity.
         sharp = (diff.abs() > config.noise_threshold * sigma) & (shrunk != 0)
@@ -473,19 +479,18 @@ def fit_layers_full_res(
                                  f"{n} × {t}; expected the same objects and frames")
             scale = max(h / base.rgb.shape[-2], w / base.rgb.shape[-1])
             up_rgb, up_alpha = upsample_layers(base, (h, w))
-            solo_t = _to_frames_first(solos_hr, dev)
-            bg_t = background_hr.detach().to(device=dev, dtype=torch.float32).clone().unsqueeze(1)
-            mask_t = (_to_frames_first(masks_hr, dev) > 0.5).float()
+            solo_t, bg_t, mask_t, noise = _prepare_inputs(solos_hr, background_hr, masks_hr, config, dev)
             del solos_hr, background_hr, masks_hr  # the device copies; the frames-first versions replace them
             up_rgb_t = _to_frames_first(up_rgb, dev)
             up_alpha_t = _to_frames_first(up_alpha, dev)
             band = losses.edge_band(up_alpha_t, config.edge_band + int(math.ceil(scale)))
-            features = torch.cat([_features(solo_t, bg_t, minimal_alpha(solo_t, bg_t), config), up_rgb_t, up_alpha_t],
-                                 dim=2)
+            features = torch.cat([_features(solo_t, bg_t, _start_alpha(solo_t, bg_t, noise, config), config),
+                                  up_rgb_t, up_alpha_t], dim=2)
             rgb, alpha, history = _optimise(
-                config=config, features=features, solos=solo_t, background=bg_t.expand_as(solo_t), masks=mask_t,
+                config=config, features=features, solos=solo_t, background=bg_t, masks=mask_t,
                 init_logit=_logit(up_alpha_t), alpha_target=up_alpha_t,
                 alpha_weight_map=1.0 - band, seed=seed, device=dev, progress=progress,
+                colour_sigma=_colour_sigma(config, solo_t.shape[-2:]), noise=noise,
             )
             del solo_t, bg_t, mask_t, up_rgb_t, up_alpha_t, band, features
     finally:

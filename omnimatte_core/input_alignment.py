@@ -14,6 +14,7 @@ scale the fit uses to tell effects from noise.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +32,7 @@ _NOISE_FLOOR = 1.0 / 1024  # below a tenth of one 8-bit level: exact inputs
 # the information on the shift (strong edges, whose misaligned differences are largest) would get weight 0.
 _SCALE_START, _SCALE_END = 0.1, 0.005
 _PRESMOOTH = 1.0  # Gaussian sigma (pixels of the measured frames): noise on the regressor would bias the gain down
-_SAMPLES = 1 << 20  # residual samples for the robust noise estimate
+_SAMPLES = 1 << 20  # residual samples for the noise model
 
 
 @dataclass
@@ -40,8 +41,12 @@ class Alignment:
 
     - ``background [N,T,3,H,W]``: per object, ``gain · background(x + shift) + offset``.
     - ``shift [N,T,2]``: (dx, dy) in pixels; ``gain``, ``offset`` ``[N,T,3]``.
-    - ``noise_sigma [N,3]``: robust standard deviation of ``solo − aligned background`` outside the dilated masks, per
-      channel (it holds the noise of both videos).
+    - ``noise_sigma [N,3]``: robust standard deviation of ``solo − aligned background`` outside the dilated masks on
+      flat ground, per channel (it holds the noise of both videos).
+    - ``edge_noise [N,3]``: how the residual grows at the background's edges: its standard deviation at a pixel is
+      ``sqrt(noise_sigma² + (edge_noise · |∇background|)²)`` (see :func:`pixel_noise`). What is left of a sub-pixel
+      misalignment, resampling and compression ringing all sit on edges, and a global level would either miss them
+      or hide faint effects on flat ground.
     """
 
     background: torch.Tensor
@@ -49,6 +54,7 @@ class Alignment:
     gain: torch.Tensor
     offset: torch.Tensor
     noise_sigma: torch.Tensor
+    edge_noise: torch.Tensor
 
 
 def _warp(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -90,13 +96,42 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, gy
 
 
-def _robust_sigma(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """1.4826 × median absolute deviation of ``values [C, K]`` per row (rows subsampled to at most ``_SAMPLES``)."""
-    if values.shape[1] > _SAMPLES:
-        pick = torch.randint(values.shape[1], (_SAMPLES,), generator=generator).to(values.device)
-        values = values[:, pick]
-    centred = values - values.median(dim=1, keepdim=True).values
-    return 1.4826 * centred.abs().median(dim=1).values
+def gradient_magnitude(video: torch.Tensor) -> torch.Tensor:
+    """Per-channel ``|∇x|`` (central differences, pixels) of ``[..., C, H, W]``."""
+    shape = video.shape
+    gx, gy = _gradients(video.reshape(-1, *shape[-3:]))
+    return (gx.square() + gy.square()).sqrt().reshape(shape)
+
+
+def pixel_noise(background: torch.Tensor, noise_sigma: torch.Tensor, edge_noise: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of the residual between a solo and its aligned ``background [..., 3, H, W]`` at every pixel
+    and channel: ``sqrt(noise_sigma² + (edge_noise · |∇background|)²)``; ``noise_sigma``, ``edge_noise`` broadcast
+    to ``[..., 3, 1, 1]``."""
+    grad = gradient_magnitude(background)
+    return (noise_sigma.square() + (edge_noise * grad).square()).sqrt()
+
+
+def _edge_model(residual: torch.Tensor, grad: torch.Tensor, generator: torch.Generator, bins: int = 8):
+    """Fit ``var(residual) = s0² + (e·grad)²`` per channel from ``[C, K]`` samples: robust variance (MAD²) in
+    ``bins`` quantile bins of the gradient, then least squares over the bins with both terms kept >= 0."""
+    if residual.shape[1] > _SAMPLES:
+        pick = torch.randint(residual.shape[1], (_SAMPLES,), generator=generator).to(residual.device)
+        residual, grad = residual[:, pick], grad[:, pick]
+    s0, edge = [], []
+    for r, g in zip(residual, grad):
+        order = torch.argsort(g)
+        chunks_r, chunks_g = order.chunk(bins), order.chunk(bins)
+        var = torch.stack([(1.4826 * (r[c] - r[c].median()).abs().median()).square() for c in chunks_r])
+        g2 = torch.stack([g[c].square().mean() for c in chunks_g])
+        a = torch.stack([torch.ones_like(g2), g2], dim=1)
+        coef = torch.linalg.lstsq(a.cpu().double(), var.cpu().double().unsqueeze(1)).solution.squeeze(1)
+        slope = float(coef[1]) if float(coef[1]) > 0 else 0.0
+        base = float(var[0]) if slope == 0.0 else max(float(coef[0]), 0.0)
+        if slope > 0 and base <= 0:
+            base = float(var[0])
+        s0.append(math.sqrt(max(base, 0.0)))
+        edge.append(math.sqrt(slope))
+    return (torch.tensor(s0, device=residual.device), torch.tensor(edge, device=residual.device))
 
 
 def _fit_frames(solo: torch.Tensor, background: torch.Tensor, valid: torch.Tensor, iterations: int):
@@ -170,7 +205,7 @@ def align_background(
     border[..., 2:-2, 2:-2] = True
     generator = torch.Generator().manual_seed(seed)
 
-    aligned, shifts, gains, offsets, sigmas = [], [], [], [], []
+    aligned, shifts, gains, offsets, sigmas, edges = [], [], [], [], [], []
     bg_small = F.interpolate(background32, size=small, mode="area") if small != (h, w) else background32
     for i in range(n):
         solo_small = F.interpolate(solos32[i], size=small, mode="area") if small != (h, w) else solos32[i]
@@ -186,14 +221,19 @@ def align_background(
         moved = _warp(background32, shift) if estimate_shift else background32
         moved = (gain.view(t, 3, 1, 1) * moved + offset.view(t, 3, 1, 1)).clamp(0.0, 1.0)
         residual = (solos32[i] - moved).transpose(0, 1)  # [3,T,H,W]
-        sigma = _robust_sigma(residual[:, keep[:, 0]], generator) if bool(keep.any()) else torch.zeros(3, device=device)
+        if bool(keep.any()):
+            grad = gradient_magnitude(moved).transpose(0, 1)
+            sigma, edge = _edge_model(residual[:, keep[:, 0]], grad[:, keep[:, 0]], generator)
+        else:
+            sigma, edge = torch.zeros(3, device=device), torch.zeros(3, device=device)
+        edges.append(edge)
         aligned.append(moved.to(background.dtype))
         shifts.append(shift)
         gains.append(gain)
         offsets.append(offset)
         sigmas.append(sigma.clamp_min(_NOISE_FLOOR))
     return Alignment(background=torch.stack(aligned), shift=torch.stack(shifts), gain=torch.stack(gains),
-                     offset=torch.stack(offsets), noise_sigma=torch.stack(sigmas))
+                     offset=torch.stack(offsets), noise_sigma=torch.stack(sigmas), edge_noise=torch.stack(edges))
 
 
 def _fit_colour(solo: torch.Tensor, background: torch.Tensor, valid: torch.Tensor):
