@@ -59,6 +59,9 @@ def _check_video(name: str, x, ndim: int, channels: int) -> torch.Tensor:
     if x.ndim != ndim or x.shape[-3] != channels:
         layout = "[N,T,C,H,W]" if ndim == 5 else "[T,C,H,W]"
         raise ValueError(f"{name} must have shape {layout} with C={channels}, got {tuple(x.shape)}")
+    if x.numel() == 0:
+        what = "at least one object (N >= 1)" if ndim == 5 and x.shape[0] == 0 else "at least one frame and pixel"
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); expected {what}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor with values in 0..1, got dtype {x.dtype}")
     if not torch.isfinite(x).all():
