@@ -60,8 +60,8 @@ class Alignment:
 def _warp(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``video [T,C,H,W]`` sampled at ``x + shift[t]`` (bicubic, borders replicated)."""
     t, _, h, w = video.shape
-    ys = torch.linspace(-1, 1, h, device=video.device, dtype=video.dtype) if h > 1 else torch.zeros(1, device=video.device)
-    xs = torch.linspace(-1, 1, w, device=video.device, dtype=video.dtype) if w > 1 else torch.zeros(1, device=video.device)
+    ys = torch.linspace(-1, 1, h, device=video.device, dtype=video.dtype)
+    xs = torch.linspace(-1, 1, w, device=video.device, dtype=video.dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=video.device, dtype=video.dtype)
     offset = (shift.to(video.dtype) * scale).view(t, 1, 1, 2)
@@ -217,7 +217,7 @@ def align_background(
             shift = shift.clamp(-MAX_SHIFT, MAX_SHIFT)
         else:
             shift = torch.zeros(t, 2, device=device)
-            _, gain, offset = _fit_colour(solo_small, bg_small, keep_small)
+            gain, offset = _fit_colour(solo_small, bg_small, keep_small)
         moved = _warp(background32, shift) if estimate_shift else background32
         moved = (gain.view(t, 3, 1, 1) * moved + offset.view(t, 3, 1, 1)).clamp(0.0, 1.0)
         residual = (solos32[i] - moved).transpose(0, 1)  # [3,T,H,W]
@@ -256,4 +256,4 @@ def _fit_colour(solo: torch.Tensor, background: torch.Tensor, valid: torch.Tenso
         var = (weight * (background - mb.view(t, 3, 1, 1)).square()).sum((2, 3)).clamp_min(1e-8)
         gain = cov / var
         offset = ms - gain * mb
-    return None, gain, offset
+    return gain, offset

@@ -163,3 +163,23 @@ def test_default_fit_holds_on_degraded_inputs(scene, name):
     # a coloured translucent reflection over weak texture is found, its alpha underestimated (see BENCHMARKS.md)
     assert reflection["effect_recall"] >= 0.6, reflection
     assert reflection["effect_alpha_error"] <= 0.3, reflection
+
+
+def test_colour_only_alignment_keeps_zero_shift_and_removes_drift(scene):
+    drifted = degrade_scene(scene, "drift", seed=2)
+    alignment = align_background(drifted.solos, drifted.background, drifted.masks, estimate_shift=False)
+    assert float(alignment.shift.abs().max()) == 0.0
+    far = outside(scene, 1)
+    raw = (drifted.solos[1] - drifted.background).abs().mean(1)[far].mean()
+    aligned = (drifted.solos[1] - alignment.background[1]).abs().mean(1)[far].mean()
+    assert float(aligned) < 0.3 * float(raw)
+
+
+def test_noise_model_puts_misalignment_on_edges_not_on_flat_ground(scene):
+    shifted = degrade_scene(scene, "shift", seed=0)
+    alignment = align_background(shifted.solos, shifted.background, shifted.masks)
+    exact = align_background(scene.solos, scene.background, scene.masks)
+    # no noise was added: flat ground stays at the floor, the residual of the resampled shift lives on edges
+    assert float(alignment.noise_sigma.max()) < 1 / 255
+    assert float(alignment.edge_noise.min()) > 0.05
+    assert float(exact.edge_noise.max()) < 0.02
