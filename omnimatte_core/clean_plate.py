@@ -161,9 +161,24 @@ def phase_correlation(reference: torch.Tensor, moved: torch.Tensor) -> torch.Ten
     return torch.stack([dx, dy], dim=1).float()
 
 
+def _pair_weight(hide: torch.Tensor, ramp: int) -> torch.Tensor:
+    """Weights ``[B,h,w]`` for phase correlation: 0 on hidden pixels with a smooth ramp back to 1, like a window
+    function (a hard-edged hole common to both images would correlate with itself and pull towards zero shift)."""
+    near = F.avg_pool2d((~hide).float().unsqueeze(1), ramp, stride=1, padding=ramp // 2, count_include_pad=False)
+    return (F.avg_pool2d((2 * near - 1).clamp_min(0), ramp, stride=1, padding=ramp // 2,
+                         count_include_pad=False)[:, 0] * (~hide))
+
+
+def _tapered(frames: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    total = weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    mean = (frames * weight).sum(dim=(1, 2), keepdim=True) / total
+    return (frames - mean) * weight
+
+
 def measure_camera_motion(video: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
     """Global translation ``[T,2]`` (dx, dy in pixels of ``video``) of each frame relative to the clip's typical view
-    (the first frame's shift, re-centred on the median shift of all frames).
+    (measured against key frames — the first frame until the view has moved by a fifth of the frame — and re-centred
+    on the median shift of all frames).
 
     ``video [T,3,H,W]``; ``masks`` (bool ``[N,T,1,H,W]`` or ``[T,1,H,W]``, optional) mark moving objects, which are
     faded out (smoothly) in both frames of a pair so they cannot vote for their own motion. Re-centring on the
@@ -181,24 +196,31 @@ def measure_camera_motion(video: torch.Tensor, masks: torch.Tensor | None = None
     else:
         covered = torch.zeros(t, 1, *size, dtype=torch.bool, device=grey.device)
     grey, covered = grey[:, 0], covered[:, 0]
-    hide = covered[:1] | covered  # [T,h,w]: hidden in the first frame or in this one
-    # Hidden pixels get weight 0 with a smooth ramp back to 1, like a window function: a hard-edged hole common to
-    # both images would correlate with itself and pull the estimate towards zero shift.
+    if t < 2:
+        return torch.zeros(t, 2, device=grey.device)
+    # Each frame is measured against a key frame, at first the first frame. When two frames in a row have moved by
+    # more than a fifth of the frame from it, the first of them becomes the next key frame: against the first frame
+    # alone, the last frames of a long pan share almost nothing with it, and the holes common to both then correlate
+    # with themselves at zero shift (a 280 px pan passed as locked off). One odd frame (a bump, or unmasked motion
+    # voting) never moves the key; short motion is measured exactly as against one frame.
     ramp = max(3, round(0.04 * min(size))) | 1
-    near = F.avg_pool2d((~hide).float().unsqueeze(1), ramp, stride=1, padding=ramp // 2, count_include_pad=False)
-    weight = (F.avg_pool2d((2 * near - 1).clamp_min(0), ramp, stride=1, padding=ramp // 2,
-                           count_include_pad=False)[:, 0] * (~hide))
-    total = weight.sum(dim=(1, 2), keepdim=True).clamp_min(1e-6)
-
-    def tapered(frames):
-        mean = (frames * weight).sum(dim=(1, 2), keepdim=True) / total
-        return (frames - mean) * weight
-
-    shifts = phase_correlation(tapered(grey[:1].expand(t, -1, -1)), tapered(grey))
-    measured = ~hide.flatten(1).all(dim=1)  # frames sharing no background with the first give no measurement
-    shifts[~measured] = 0
-    if measured.any():
-        shifts[measured] -= shifts[measured].median(dim=0).values
+    hop = 0.2 * min(size)
+    shifts = torch.zeros(t, 2, device=grey.device)
+    key, far_before = 0, False
+    for i in range(1, t):
+        hide = (covered[key] | covered[i]).unsqueeze(0)  # hidden in either frame of the pair
+        if bool(hide.all()):
+            shifts[i] = shifts[key]  # no common background: no measurement
+            far_before = False
+            continue
+        weight = _pair_weight(hide, ramp)
+        step = phase_correlation(_tapered(grey[key:key + 1], weight), _tapered(grey[i:i + 1], weight))[0]
+        shifts[i] = shifts[key] + step
+        far = float(step.abs().max()) > hop
+        if far and far_before:
+            key, far = i - 1, False
+        far_before = far
+    shifts -= shifts.median(dim=0).values
     return shifts * torch.tensor([w / size[1], h / size[0]], device=shifts.device)  # back to full-res pixels
 
 

@@ -60,6 +60,21 @@ def test_moving_camera_raises_with_the_measured_motion():
     assert forced.camera_motion_px == pytest.approx(info.value.motion_px)
 
 
+def test_a_long_pan_is_measured_even_where_the_ends_barely_overlap():
+    """Against the first frame alone, a pan whose last frames share almost nothing with it measured ~0 px there (the
+    common mask holes correlated with themselves) and passed as locked off; key frames follow the pan."""
+    from omnimatte_core.synthetic import _photo
+
+    world = torch.from_numpy(_photo("coffee").copy()).permute(2, 0, 1)
+    world = torch.nn.functional.interpolate(world[None], size=(120, 180), mode="area")[0]
+    frames = torch.stack([world[:, 20:84, 2 * k:2 * k + 96] for k in range(40)])  # 78 px of travel in 96 px
+    masks = torch.zeros(1, 40, 1, 64, 96)
+    masks[..., 24:44, 40:56] = 1  # an object the camera follows
+    with pytest.raises(CameraMotionError) as info:
+        estimate_clean_plate(frames, masks, dilate=5)
+    assert info.value.motion_px == pytest.approx(78, abs=3)
+
+
 def test_a_few_bumped_frames_pass_but_a_shaking_camera_does_not(scene):
     bumped = scene.composite.clone()
     bumped[0] = bumped[0].roll(4, 2)  # even the first frame may be the odd one out
