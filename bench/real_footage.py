@@ -74,6 +74,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, help="fit steps (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="torch device of the fit (cpu, cuda)")
     parser.add_argument("--margins", type=int, nargs="+", default=[15, 30],
                         help="exclusion distances in base-size pixels around each object's mask")
     parser.add_argument("--show-frames", type=int, default=3, help="frames in the picture")
@@ -326,7 +327,7 @@ def main(argv=None) -> int:
 
     size = base_size((h, w), args.long_side)
     report["base_size"] = list(size)
-    fit_kwargs = dict(preset=args.preset, steps=args.steps, seed=args.seed, device="cpu")
+    fit_kwargs = dict(preset=args.preset, steps=args.steps, seed=args.seed, device=args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.plate_rounds > 0:
