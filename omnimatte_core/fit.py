@@ -6,6 +6,10 @@ such that ``α·rgb + (1 − α)·background`` reconstructs the solo video, whil
 solo video equals the background. What differs from the background but lies outside the object mask — shadows,
 reflections, dust — therefore lands in the object's own layer.
 
+Real inputs are not exact composites (two generations, or a temporal-median plate): the background is first aligned
+to each solo and the noise left between them measured (``input_alignment``); differences at the noise level neither
+start nor pay for opacity, and outside the mask the layer's colour is locally constant (see ``_LayerModel``).
+
 Two stages (supplement Sec. D): ``fit_layers`` at the base resolution, then ``fit_layers_full_res`` at the input's
 resolution, initialised from and supervised by the upsampled base layers.
 """

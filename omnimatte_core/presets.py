@@ -11,9 +11,9 @@ Presets:
   L2 + λ_sparsity 1 (β0 1, β1 10) + λ_mask 20 decaying; full-res L1 + λ_sparsity 10 + λ_mask 10 (off after
   2 000 steps) + λ_alpha 20.
 - ``default`` — 200 steps per stage: L1 reconstruction, λ_sparsity 0.1 (β0 1, β1 10, weighted by how much of the frame
-  the object covers), alpha kept at 1 inside the mask, no outside-mask term, a higher learning rate; with the colour
-  tied to alpha and the least-opacity start (see ``fit.py``) it beats the reference's 6 000 steps. Measured in
-  BENCHMARKS.md.
+  the object covers), alpha kept at 1 inside the mask, no outside-mask term, a higher learning rate; the background
+  aligned to each solo, the measured noise set aside (start and dead zone), a locally constant effect colour and the
+  least-opacity start (see ``fit.py``). Measured in BENCHMARKS.md, on exact and on degraded inputs.
 - ``preview`` — a quick look: half the default's steps.
 """
 from __future__ import annotations
