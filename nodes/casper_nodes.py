@@ -74,7 +74,7 @@ class GenOmnimatteLoadCasperModel:
     @classmethod
     # Listing an input here replaces ComfyUI's own check of it (no **kwargs: that would switch off every check).
     def VALIDATE_INPUTS(cls, base_model, casper_weights):
-        # Accept every choice here, the placeholders and names saved in a workflow but missing on this machine too:
+        # Accept every choice here, the 'nothing installed' entries and names saved in a workflow but missing here:
         # a failed validation shows only a red outline on the node when another output of the workflow is valid
         # (ComfyUI then runs that part), so missing files are reported by load() as a run-time error, whose text
         # ComfyUI shows in full.
@@ -104,7 +104,7 @@ class GenOmnimatteLoadCasperModel:
 
 
 def _check_model_choices(base_model, casper_weights) -> None:
-    """Raise naming both model files when a dropdown holds its placeholder (nothing installed) or is empty."""
+    """Raise naming both model files when a dropdown holds its 'nothing installed' entry or is empty."""
     problems = []
     if base_model in (NO_BASE_MODEL, "", None):
         where = ", ".join(str(root) for name in comfy.BASE_MODEL_FOLDER_NAMES for root in comfy.folder_roots(name))

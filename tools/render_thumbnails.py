@@ -8,8 +8,8 @@ in its comment; a test checks that every thumbnail matches its workflow, so re-r
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -57,12 +57,11 @@ def _font(size: int):
 
 
 def _display_names() -> dict:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from build_workflows import load_pack
-        return dict(load_pack().NODE_DISPLAY_NAME_MAPPINGS)
-    finally:
-        sys.path.pop(0)
+    # the sibling script, loaded from its file: sys.path stays as it is
+    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "tools" / "build_workflows.py")
+    build_workflows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_workflows)
+    return dict(build_workflows.load_pack().NODE_DISPLAY_NAME_MAPPINGS)
 
 
 def _blend(colour: tuple, amount: float) -> tuple:

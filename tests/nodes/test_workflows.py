@@ -25,6 +25,15 @@ RUN_AS_SHIPPED = {"b_weight_free_locked_off", "e_recomposite_new_background"}
 BUNDLED_INPUTS = {"example.png"}
 
 
+def _load_tool(root, name):
+    """A script under tools/, loaded from its file (sys.path untouched)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, root / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load(path):
     return json.loads(path.read_text())
 
@@ -134,14 +143,9 @@ def test_templates_live_in_one_folder_each_with_a_thumbnail(workflow_tools):
     folders = [name for name in TEMPLATE_FOLDERS if list((root / name).glob("*.json"))]
     assert folders == ["workflows"], folders
     import hashlib
-    import sys
 
     from PIL import Image
-    sys.path.insert(0, str(root / "tools"))
-    try:
-        import render_thumbnails
-    finally:
-        sys.path.pop(0)
+    render_thumbnails = _load_tool(root, "render_thumbnails")
     for path in WORKFLOW_FILES:
         thumbnail = path.with_suffix(".jpg")  # the name the frontend asks for
         assert thumbnail.is_file(), f"{thumbnail.name} is missing: run python tools/render_thumbnails.py"
@@ -153,12 +157,7 @@ def test_templates_live_in_one_folder_each_with_a_thumbnail(workflow_tools):
 
 
 def test_thumbnails_are_drawn_from_the_workflow(workflow_tools):
-    import sys
-    sys.path.insert(0, str(workflow_tools.REPO_ROOT / "tools"))
-    try:
-        import render_thumbnails
-    finally:
-        sys.path.pop(0)
+    render_thumbnails = _load_tool(workflow_tools.REPO_ROOT, "render_thumbnails")
     workflow = load(WORKFLOW_FILES[0])
     image = render_thumbnails.render(workflow, "title", {})
     colours = image.getcolors(maxcolors=1 << 16)
