@@ -27,7 +27,8 @@ def models_dir(tmp_path_factory):
     return root
 
 
-def test_casper_nodes_remove_objects_on_a_tiny_model(pack, models_dir, monkeypatch):
+def _demo_scene_model_and_jobs(pack, models_dir, monkeypatch):
+    """The demo scene, the tiny release loaded through Load Casper Model and its trimask jobs (background + solos)."""
     monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
     nodes = pack.NODE_CLASS_MAPPINGS
     video, masks, *_ = nodes["GenOmnimatteDemoScene"]().generate(0, 2, FRAMES, WIDTH, HEIGHT, "static")
@@ -36,6 +37,12 @@ def test_casper_nodes_remove_objects_on_a_tiny_model(pack, models_dir, monkeypat
             "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu",
             "auto", False)
         jobs, _, _ = nodes["GenOmnimatteBuildTrimasks"]().build(video, masks, 3, "background + solos")
+    return nodes, video, model, jobs
+
+
+def test_casper_nodes_remove_objects_on_a_tiny_model(pack, models_dir, monkeypatch):
+    nodes, video, model, jobs = _demo_scene_model_and_jobs(pack, models_dir, monkeypatch)
+    with torch.inference_mode():
         background, solos = nodes["GenOmnimatteCasperRemove"]().remove(model, video, jobs, "empty scene", 1, 0, 85,
                                                                        16, 0, 0)
     # any frame count and size in, the same out (the pipeline pads and crops); one video per object
@@ -131,14 +138,8 @@ def test_casper_remove_shows_latent_previews_and_progress_through_the_decode(pac
 
     from PIL import Image
 
-    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
-    nodes = pack.NODE_CLASS_MAPPINGS
-    video, masks, *_ = nodes["GenOmnimatteDemoScene"]().generate(0, 2, FRAMES, WIDTH, HEIGHT, "static")
+    nodes, video, model, jobs = _demo_scene_model_and_jobs(pack, models_dir, monkeypatch)
     with torch.inference_mode():
-        model, = nodes["GenOmnimatteLoadCasperModel"]().load(
-            "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu",
-            "auto", False)
-        jobs, _, _ = nodes["GenOmnimatteBuildTrimasks"]().build(video, masks, 3, "background + solos")
         # inside ComfyUI: its progress bar receives the previews
         fake_comfy, fake_utils = types.ModuleType("comfy"), types.ModuleType("comfy.utils")
         fake_utils.ProgressBar = _FakeProgressBar

@@ -25,6 +25,14 @@ def outside(scene, index, width=9):
     return ~dilate_masks(scene.masks[index, :, 0] > 0.5, width) & (scene.effect_alpha[index, :, 0] == 0)
 
 
+def residual_far_from_object(scene, degraded, alignment, index):
+    """Mean |solo − background| away from object ``index`` and its effect: before and after the alignment."""
+    far = outside(scene, index)
+    raw = (degraded.solos[index] - degraded.background).abs().mean(1)[far].mean()
+    aligned = (degraded.solos[index] - alignment.background[index]).abs().mean(1)[far].mean()
+    return float(raw), float(aligned)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Degraded scenes
 
@@ -87,18 +95,14 @@ def test_alignment_recovers_the_shift_and_the_noise_level(scene):
     # what is left is the noise of both videos: sqrt(2) * 2/255, and the shift no longer adds to it
     assert alignment.noise_sigma.shape == (2, 3)
     assert float(alignment.noise_sigma.mean()) == pytest.approx(math.sqrt(2) * 2 / 255, rel=0.2)
-    far = outside(scene, 0)
-    raw = (shifted.solos[0] - shifted.background).abs().mean(1)[far].mean()
-    aligned = (shifted.solos[0] - alignment.background[0]).abs().mean(1)[far].mean()
+    raw, aligned = residual_far_from_object(scene, shifted, alignment, 0)
     assert float(aligned) < 0.85 * float(raw)
 
 
 def test_alignment_removes_colour_drift_and_is_the_identity_on_exact_inputs(scene):
     drifted = degrade_scene(scene, "drift", seed=2)
     alignment = align_background(drifted.solos, drifted.background, drifted.masks)
-    far = outside(scene, 0)
-    raw = (drifted.solos[0] - drifted.background).abs().mean(1)[far].mean()
-    aligned = (drifted.solos[0] - alignment.background[0]).abs().mean(1)[far].mean()
+    raw, aligned = residual_far_from_object(scene, drifted, alignment, 0)
     assert float(aligned) < 0.3 * float(raw)
 
     exact = align_background(scene.solos, scene.background, scene.masks)
@@ -169,9 +173,7 @@ def test_colour_only_alignment_keeps_zero_shift_and_removes_drift(scene):
     drifted = degrade_scene(scene, "drift", seed=2)
     alignment = align_background(drifted.solos, drifted.background, drifted.masks, estimate_shift=False)
     assert float(alignment.shift.abs().max()) == 0.0
-    far = outside(scene, 1)
-    raw = (drifted.solos[1] - drifted.background).abs().mean(1)[far].mean()
-    aligned = (drifted.solos[1] - alignment.background[1]).abs().mean(1)[far].mean()
+    raw, aligned = residual_far_from_object(scene, drifted, alignment, 1)
     assert float(aligned) < 0.3 * float(raw)
 
 
