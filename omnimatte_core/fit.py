@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from . import losses
-from .input_alignment import align_background, gaussian_blur, pixel_noise
+from .input_alignment import align_background, gaussian_blur, gradient_magnitude, pixel_noise
 from .networks import LayerUNet
 from .presets import FitConfig, resolve_config
 
@@ -236,6 +236,7 @@ def _optimise(
         composite = losses.over_background(rgb, alpha, background[idx])
         terms = {
             "recon": losses.reconstruction(composite, solos[idx], config.recon,
+                                           # per batch: a whole-clip map would hold another background-size tensor
                                            pixel_noise(background[idx], flat, edge) if use_tolerance else None),
             "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness),
         }
@@ -349,10 +350,11 @@ def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torc
     if config.noise_threshold > 0:
         t, n, c, h, w = diff.shape
         flat, edge = (x.view(1, n, 3, 1, 1) for x in noise)
-        sigma = pixel_noise(background, flat, edge)
+        edge_part = (edge * gradient_magnitude(background)).square()
+        sigma = (flat.square() + edge_part).sqrt()
         blurred = gaussian_blur(diff.reshape(t * n, c, h, w), 1.0).reshape(t, n, c, h, w)
         # blurring divides white noise by ~3.5; what misalignment leaves on edges is smooth and stays
-        blurred_sigma = pixel_noise(background, _BLUR_NOISE_FACTOR * flat, edge)
+        blurred_sigma = ((_BLUR_NOISE_FACTOR * flat).square() + edge_part).sqrt()
         shrunk = blurred.sign() * (blurred.abs() - config.noise_threshold * blurred_sigma).clamp_min(0.0)
         # Differences far above the noise, in a neighbourhood that is above it too (not a lone noise speckle), keep
         # their own sharp value: exact inputs keep the exact least opacity.
