@@ -26,7 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MASK_THRESHOLD = 0.5
+from .checks import check_masks, check_video, check_width
+from .masks import MASK_DILATION, dilate_masks
+
+SOLO_DILATION = 21
+"""Width in pixels the *other* objects' masks grow by in a solo video: larger than the plate's, so their soft edges
+and contact shadows go too."""
 _MOTION_MAX_SIDE = 512  # frames are measured at most this large: phase correlation stays sub-pixel and fast
 _MEDIAN_ELEMENTS = 1 << 25  # frames x channels x pixels per median chunk (bounds memory on long HD clips)
 
@@ -61,64 +66,6 @@ class CleanPlate:
     visible_frames: torch.Tensor
     filled_fraction: float
     camera_motion_px: float
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def _check_video(video, name: str = "video") -> torch.Tensor:
-    if not isinstance(video, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [T,3,H,W], got {type(video).__name__}")
-    if video.ndim != 4 or video.shape[1] != 3 or video.shape[0] < 1:
-        raise ValueError(f"{name} must be [T,3,H,W] (RGB frames, 0..1), got {list(video.shape)}")
-    if not video.is_floating_point():
-        raise ValueError(f"{name} must be floating point in 0..1, got dtype {video.dtype}")
-    if not bool(torch.isfinite(video).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return video
-
-
-def _check_masks(masks, video: torch.Tensor, name: str = "masks") -> torch.Tensor:
-    """``[N,T,1,H,W]`` or ``[N,T,H,W]`` matching ``video [T,3,H,W]`` → bool ``[N,T,1,H,W]``."""
-    if not isinstance(masks, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [N,T,1,H,W], got {type(masks).__name__}")
-    if masks.ndim == 4:
-        masks = masks.unsqueeze(2)
-    t, _, h, w = video.shape
-    if masks.ndim != 5 or masks.shape[2] != 1 or masks.shape[0] < 1:
-        raise ValueError(f"{name} must be [N,T,1,H,W] or [N,T,H,W] (one mask per object), got {list(masks.shape)}")
-    if masks.shape[1] != t:
-        raise ValueError(f"{name} has {masks.shape[1]} frames but the video has {t}; expected one mask per frame")
-    if tuple(masks.shape[3:]) != (h, w):
-        raise ValueError(f"{name} are {masks.shape[3]}x{masks.shape[4]} (HxW) but the video is {h}x{w}; "
-                         "resize the masks to the video size")
-    return (masks.to(video.device) > MASK_THRESHOLD)
-
-
-def _check_width(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a width in pixels >= 0, got {value!r}")
-    return value
-
-
-def _any_in_window(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """Along ``dim``, whether any of ``width`` neighbours (``width // 2`` before) is set, by a running sum: the cost
-    does not grow with ``width`` (a max-pool of width 21 is ~10x slower on the CPU)."""
-    before, after = width // 2, width - 1 - width // 2
-    x = x.movedim(dim, -1).to(torch.int32)
-    x = F.pad(x, (before + 1, after))  # one extra zero in front so window sums are differences of the cumsum
-    running = x.cumsum(dim=-1, dtype=torch.int32)
-    return (running[..., width:] - running[..., :-width] > 0).movedim(-1, dim)
-
-
-def dilate_masks(masks: torch.Tensor, width: int) -> torch.Tensor:
-    """Dilate boolean masks ``[..., H, W]`` with a ``width x width`` square (the trimask's footprint, anchored like
-    OpenCV's default). Returns bool, same shape."""
-    if width <= 1:
-        return masks.bool()
-    # a square is separable: rows, then columns
-    return _any_in_window(_any_in_window(masks.bool(), width, -1), width, -2)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -273,8 +220,8 @@ def _inpaint(plate: torch.Tensor, hole: torch.Tensor, radius: int) -> torch.Tens
     return torch.from_numpy(filled).to(plate.device).clamp(0, 1)
 
 
-def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: int = 11, inpaint_radius: int = 5,
-                         allow_camera_motion: bool = False, max_camera_motion: float = 1.0) -> CleanPlate:
+def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: int = MASK_DILATION,
+                         inpaint_radius: int = 5, allow_camera_motion: bool = False, max_camera_motion: float = 1.0) -> CleanPlate:
     """A clean background plate from a locked-off clip and its object masks (see the module doc).
 
     Args:
@@ -292,10 +239,10 @@ def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: in
     inpainted, giving the share.
     """
     # 1. Check inputs (cheap first)
-    video = _check_video(video)
-    masks = _check_masks(masks, video)
-    dilate = _check_width(dilate, "dilate")
-    inpaint_radius = _check_width(inpaint_radius, "inpaint_radius")
+    video = check_video(video)
+    masks = check_masks(masks, video)
+    dilate = check_width(dilate, "dilate")
+    inpaint_radius = check_width(inpaint_radius, "inpaint_radius")
     if isinstance(max_camera_motion, bool) or not isinstance(max_camera_motion, (int, float)) \
             or not max_camera_motion >= 0:
         raise ValueError(f"max_camera_motion must be a shift in pixels >= 0, got {max_camera_motion!r}")
@@ -327,7 +274,7 @@ def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: in
 
 
 def solo_videos(video: torch.Tensor, masks: torch.Tensor, plate: torch.Tensor | CleanPlate, *,
-                dilate: int = 21) -> torch.Tensor:
+                dilate: int = SOLO_DILATION) -> torch.Tensor:
     """One solo video per object: the input with every *other* object (dilated by ``dilate`` px) replaced by the plate.
 
     Args:
@@ -339,9 +286,9 @@ def solo_videos(video: torch.Tensor, masks: torch.Tensor, plate: torch.Tensor | 
 
     Returns ``[N,T,3,H,W]``; for one object that is the input itself (as a copy).
     """
-    video = _check_video(video)
-    masks = _check_masks(masks, video)
-    dilate = _check_width(dilate, "dilate")
+    video = check_video(video)
+    masks = check_masks(masks, video)
+    dilate = check_width(dilate, "dilate")
     if isinstance(plate, CleanPlate):
         plate = plate.plate
     if not isinstance(plate, torch.Tensor):

@@ -37,10 +37,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .clean_plate import (CleanPlate, _check_masks, _check_video, _check_width, _masked_temporal_median,
-                          dilate_masks, estimate_clean_plate, solo_videos)
+from .checks import check_masks, check_video, check_width
+from .clean_plate import SOLO_DILATION, CleanPlate, _masked_temporal_median, estimate_clean_plate, solo_videos
+from .masks import MASK_DILATION, dilate_masks
+from .removal import Removal
 
-__all__ = ["EffectAwareRemoval", "effect_aware_removal", "motion_ownership", "uncomposite", "object_shifts"]
+__all__ = ["ROUND_FIT_PRESET", "EffectAwareRemoval", "effect_aware_removal", "motion_ownership", "uncomposite",
+           "object_shifts"]
 
 ALPHA_THRESHOLD = 0.05
 """A fitted alpha this much above a pixel's least-claimed frame takes the frame out of the plate's median; the level of
@@ -50,19 +53,23 @@ OWNERSHIP_FLOOR = 0.05
 _SMOOTH = 5  # box width in pixels over which motion residuals are averaged
 
 
-@dataclass
-class EffectAwareRemoval:
-    """What :func:`effect_aware_removal` returns.
+ROUND_FIT_PRESET = "preview"
+"""The fit preset the Clean Plate node gives the plate ↔ layers rounds, and the main command's default preset: these
+layers only locate the other objects' effects, so the quick preset serves."""
 
-    - ``plate``: the final :class:`~.clean_plate.CleanPlate` (``.background [T,3,H,W]`` for the fit);
-    - ``solos [N,T,3,H,W]``: the final solo videos;
+
+@dataclass
+class EffectAwareRemoval(Removal):
+    """What :func:`effect_aware_removal` returns: a :class:`~.removal.Removal` (``background [T,3,H,W]``, the final
+    plate for every frame; ``solos [N,T,3,H,W]``, the final solo videos) with what built it:
+
+    - ``plate``: the final :class:`~.clean_plate.CleanPlate`;
     - ``fits``: the internal :class:`~.fit.FittedLayers`, one per round (their ``.alpha`` located the effects);
       the layers for the user come from fitting ``solos`` against ``plate.background`` once more;
     - ``rounds``: how many plate ↔ layers rounds ran (0: the plain clean-plate path).
     """
 
     plate: CleanPlate
-    solos: torch.Tensor
     fits: list
     rounds: int
 
@@ -199,8 +206,9 @@ def _fit(solos, background, masks, fit_size, fit_kwargs):
     return fitted, resize_video(fitted.rgb, size, "bilinear"), resize_video(fitted.alpha, size, "bilinear")
 
 
-def effect_aware_removal(video: torch.Tensor, masks: torch.Tensor, *, rounds: int = 1, plate_dilate: int = 11,
-                         solo_dilate: int = 21, alpha_threshold: float = ALPHA_THRESHOLD, claim_dilate: int = 3,
+def effect_aware_removal(video: torch.Tensor, masks: torch.Tensor, *, rounds: int = 1,
+                         plate_dilate: int = MASK_DILATION, solo_dilate: int = SOLO_DILATION,
+                         alpha_threshold: float = ALPHA_THRESHOLD, claim_dilate: int = 3,
                          fit_size: tuple[int, int] | None = None, fit_kwargs: dict | None = None,
                          allow_camera_motion: bool = False, max_camera_motion: float = 1.0,
                          ownership: bool = True, rebuild_plate: bool = True) -> EffectAwareRemoval:
@@ -227,12 +235,12 @@ def effect_aware_removal(video: torch.Tensor, masks: torch.Tensor, *, rounds: in
 
     Returns an :class:`EffectAwareRemoval`. Raises like :func:`~.clean_plate.estimate_clean_plate`.
     """
-    video = _check_video(video)
-    masks = _check_masks(masks, video)
+    video = check_video(video)
+    masks = check_masks(masks, video)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
-    plate_dilate = _check_width(plate_dilate, "plate_dilate")
-    claim_dilate = _check_width(claim_dilate, "claim_dilate")
+    plate_dilate = check_width(plate_dilate, "plate_dilate")
+    claim_dilate = check_width(claim_dilate, "claim_dilate")
     if not 0 <= alpha_threshold < 1:
         raise ValueError(f"alpha_threshold must be in [0, 1), got {alpha_threshold!r}")
     fit_kwargs = dict(fit_kwargs or {})
@@ -271,4 +279,4 @@ def effect_aware_removal(video: torch.Tensor, masks: torch.Tensor, *, rounds: in
                 others = torch.cat([grown[:i], grown[i + 1:]]).any(dim=0)
                 without = uncomposite(solos[i], alpha[j] * share, rgb[j], plate.plate)
                 solos[i] = torch.where(masks[i] | others, solos[i], without)
-    return EffectAwareRemoval(plate=plate, solos=solos, fits=fits, rounds=rounds)
+    return EffectAwareRemoval(background=plate.background, solos=solos, plate=plate, fits=fits, rounds=rounds)

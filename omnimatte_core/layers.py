@@ -11,28 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def _check_tensor(name: str, x, shape: tuple, value_range: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
-    """Raise ``ValueError``/``TypeError`` naming ``name`` unless ``x`` is a finite float tensor of ``shape``
-    (``None`` entries match any size) with values in ``value_range``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor (0..1), got dtype {x.dtype}")
-    if x.ndim != len(shape) or any(want is not None and got != want for got, want in zip(x.shape, shape)):
-        pretty = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {pretty}, got {list(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {list(x.shape)})")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    if value_range is not None:
-        low, high = torch.aminmax(x.detach())
-        # a little slack: values 1e-4 outside 0..1 come from bf16/float rounding, not from a wrong convention
-        if low.item() < value_range[0] - 1e-4 or high.item() > value_range[1] + 1e-4:
-            raise ValueError(f"{name} must hold values in {value_range[0]}..{value_range[1]}, "
-                             f"got {low.item():.4g}..{high.item():.4g}")
-    return x
+from .checks import check_tensor
 
 
 def check_order(order, num_frames: int, num_layers: int, name: str = "order") -> torch.Tensor:
@@ -93,16 +72,16 @@ class Layers:
     fps: float = 24.0
 
     def __post_init__(self):
-        rgb = _check_tensor("rgb", self.rgb, (None, None, 3, None, None))
+        rgb = check_tensor("rgb", self.rgb, (None, None, 3, None, None))
         n, t, _, h, w = rgb.shape
-        _check_tensor("alpha", self.alpha, (n, t, 1, h, w))
-        _check_tensor("background", self.background, (t, 3, h, w))
+        check_tensor("alpha", self.alpha, (n, t, 1, h, w))
+        check_tensor("background", self.background, (t, 3, h, w))
         for name in ("alpha", "background"):
             if getattr(self, name).device != rgb.device:
                 raise ValueError(f"{name} is on {getattr(self, name).device} but rgb is on {rgb.device}; "
                                  "all layer tensors must be on one device")
         if self.masks is not None:
-            _check_tensor("masks", self.masks, (n, t, 1, h, w))
+            check_tensor("masks", self.masks, (n, t, 1, h, w))
         self.order = (torch.arange(n).expand(t, n).clone() if self.order is None
                       else check_order(self.order, t, n, "order"))
         if self.names is None:
