@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .shared import MASK_DILATION, dilate_masks
+
 REMOVE = 1.0
 NEUTRAL = 0.5
 KEEP = 0.0
@@ -153,7 +155,7 @@ def build_trimask_jobs(
     video: torch.Tensor,
     masks: torch.Tensor,
     *,
-    dilate: int = 11,
+    dilate: int = MASK_DILATION,
     size: tuple[int, int] | None = None,
 ) -> TrimaskJobs:
     """Build the clean-background job and one solo job per object (for more than one object).
@@ -205,17 +207,6 @@ def build_trimask_jobs(
             names.append(f"solo_{i}")
             trimasks.append(solo)
     return TrimaskJobs(names, torch.stack(trimasks).float())
-
-
-def dilate_masks(masks: torch.Tensor, width: int) -> torch.Tensor:
-    """Dilate boolean masks ``[..., H, W]`` with a ``width × width`` square (as ``cv2.dilate``, default anchor)."""
-    if width <= 1:
-        return masks.bool()
-    shape = masks.shape
-    flat = masks.reshape(-1, 1, *shape[-2:]).float()
-    before, after = width // 2, width - 1 - width // 2
-    padded = F.pad(flat, (before, after, before, after), value=0.0)
-    return (F.max_pool2d(padded, kernel_size=width, stride=1) > 0.5).reshape(shape)
 
 
 def _area_resize(values: torch.Tensor, size) -> torch.Tensor:
