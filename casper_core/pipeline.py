@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .defaults import OVERLAP_FRAMES, PROMPT, SEED, STEPS, WINDOW_FRAMES
 from .temporal import (
     latent_frames,
     pad_frames,
@@ -149,13 +150,13 @@ class CasperPipeline:
         video: torch.Tensor,
         jobs,
         *,
-        prompt: str = "empty scene",
+        prompt: str = PROMPT,
         negative_prompt: str = "",
         guidance_scale: float = 1.0,
-        steps: int = 50,
-        seed: int = 0,
-        window_frames: int = 85,
-        overlap_frames: int = 16,
+        steps: int = STEPS,
+        seed: int = SEED,
+        window_frames: int = WINDOW_FRAMES,
+        overlap_frames: int = OVERLAP_FRAMES,
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
         live_progress: Callable[[int, int, torch.Tensor | None], None] | None = None,

@@ -5,26 +5,18 @@ torch, so it works in a ComfyUI without diffusers.
 """
 from __future__ import annotations
 
-import torch
-
+from ..casper_core import defaults
+from ..casper_core.memory import MEMORY_MODES
+from ..casper_core.removal import removal_from_result
+from ..casper_core.shared import MASK_DILATION
 from . import comfy_integration as comfy
-from .tensors import object_masks as to_object_masks
+from .tensors import image_to_video, object_masks as to_object_masks, stack_to_image, video_to_image
 
 CATEGORY = "Generative Omnimatte/Casper"
-MEMORY_MODES = ("gpu", "model_cpu_offload", "fp8_storage", "fp8_model_cpu_offload", "group_offload",
-                "sequential_offload")
 ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
 # The only choice of an empty dropdown. Picking it runs into a text error at run time (see VALIDATE_INPUTS).
 NO_BASE_MODEL = "(none found: put CogVideoX-Fun-V1.5-5b-InP into models/CogVideoX_Fun)"
 NO_CASPER_WEIGHTS = "(none found: put the Casper .safetensors into models/casper)"
-
-
-def _memory_modes() -> tuple[str, ...]:
-    try:  # the core's own list when it is importable (torch only); ours as the fallback
-        from ..casper_core.memory import MEMORY_MODES as modes
-        return tuple(modes)
-    except Exception:  # noqa: BLE001
-        return MEMORY_MODES
 
 
 class GenOmnimatteLoadCasperModel:
@@ -52,9 +44,9 @@ class GenOmnimatteLoadCasperModel:
                                                     "transformer folder) under models/casper/, e.g. "
                                                     "casper_cogvideox_fun_v1.5.safetensors (github "
                                                     "gen-omnimatte/gen-omnimatte-public, 'Casper model weights')."}),
-            "dtype": (["bf16", "fp32"], {"default": "bf16", "tooltip": "Weight precision. bf16 halves memory; fp16 "
+            "dtype": (list(defaults.DTYPES), {"default": defaults.DTYPES[0], "tooltip": "Weight precision. bf16 halves memory; fp16 "
                                                                         "is not offered (CogVideoX 1.5 overflows)."}),
-            "memory_mode": (list(_memory_modes()), {"default": "model_cpu_offload",
+            "memory_mode": (list(MEMORY_MODES), {"default": "model_cpu_offload",
                                                     "tooltip": "Where weights live: gpu (fastest, ~24 GB), "
                                                                "model_cpu_offload (16-24 GB GPUs), fp8 modes, "
                                                                "group/sequential offload (smallest GPUs, slowest)."}),
@@ -134,7 +126,7 @@ class GenOmnimatteBuildTrimasks:
             "object_masks": ("MASK", {"tooltip": "Object masks, 1 = object: one object's MASK [frames,H,W], or several "
                                                  "objects one after another (Combine Object Masks, Masks from Label "
                                                  "Map)."}),
-            "dilate": ("INT", {"default": 11, "min": 0, "max": 101, "step": 1,
+            "dilate": ("INT", {"default": MASK_DILATION, "min": 0, "max": 101, "step": 1,
                                "tooltip": "Grow the masks by this many pixels (square footprint) so edges and "
                                           "motion blur are covered. The paper uses 11."}),
             "jobs": (["background + solos", "background only"], {
@@ -175,23 +167,23 @@ class GenOmnimatteCasperRemove:
             "casper_model": ("CASPER_MODEL", {"tooltip": "From Load Casper Model."}),
             "video": ("IMAGE", {"tooltip": "The input video (the same one the trimasks were built from)."}),
             "trimask_jobs": ("TRIMASK_JOBS", {"tooltip": "From Build Trimasks."}),
-            "prompt": ("STRING", {"default": "empty scene", "multiline": False,
+            "prompt": ("STRING", {"default": defaults.PROMPT, "multiline": False,
                                   "tooltip": "What the result should show; the paper uses 'empty scene'."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 500,
+            "steps": ("INT", {"default": defaults.STEPS, "min": 1, "max": 500,
                               "tooltip": "DDIM denoising steps (paper: 50)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+            "seed": ("INT", {"default": defaults.SEED, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
                              "tooltip": "Noise seed; same inputs and seed give the same result (paper: 0)."}),
-            "window_frames": ("INT", {"default": 85, "min": 5, "max": 197, "step": 4,
+            "window_frames": ("INT", {"default": defaults.WINDOW_FRAMES, "min": 5, "max": 197, "step": 4,
                                       "tooltip": "Frames per temporal window (4k+1). Longer videos are processed in "
                                                  "overlapping windows and blended."}),
-            "overlap_frames": ("INT", {"default": 16, "min": 0, "max": 96, "step": 4,
+            "overlap_frames": ("INT", {"default": defaults.OVERLAP_FRAMES, "min": 0, "max": 96, "step": 4,
                                        "tooltip": "Frames shared by neighbouring windows. Must be shorter than the "
                                                   "window only when the clip needs more than one window."}),
-            "width": ("INT", {"default": 672, "min": 0, "max": 4096, "step": 16,
+            "width": ("INT", {"default": defaults.WORK_SIZE[1], "min": 0, "max": 4096, "step": 16,
                               "tooltip": "Working width (multiple of 16); the video is resized to it and the "
                                          "results back to the input size. 672×384 is what Casper was trained at; "
                                          "0 = the input width (rounded to 16)."}),
-            "height": ("INT", {"default": 384, "min": 0, "max": 4096, "step": 16,
+            "height": ("INT", {"default": defaults.WORK_SIZE[0], "min": 0, "max": 4096, "step": 16,
                                "tooltip": "Working height (multiple of 16); 0 = the input height (rounded to 16)."}),
         }, "optional": {
             "negative_prompt": ("STRING", {"default": "", "multiline": False,
@@ -232,9 +224,5 @@ class GenOmnimatteCasperRemove:
                               overlap_frames=overlap_frames, batch_size=int(batch_size) or None,
                               live_progress=progress, height=work_height, width=work_width)
         comfy.free_memory()
-        videos = {name: result.videos[i] for i, name in enumerate(result.names)}
-        background = videos.get("background", video[..., :3])
-        solo_names = sorted((n for n in result.names if n.startswith("solo_")), key=lambda n: int(n.split("_")[1]))
-        # One object makes no solo job: its solo video is the input itself.
-        solos = [videos[n] for n in solo_names] or [video[..., :3]]
-        return (background.float().cpu(), torch.cat([s.float().cpu() for s in solos]))
+        removal = removal_from_result(result, image_to_video(video, "video"))  # one object: the input is its solo
+        return (video_to_image(removal.background), stack_to_image(removal.solos))
