@@ -12,13 +12,17 @@ Backends:
 - ``"sdpa_cudnn"``, ``"sdpa_flash"``, ``"sdpa_efficient"``: only that kernel (CUDA; an input it cannot take raises
   PyTorch's "No available kernel" error instead of silently falling back).
 - ``"sdpa_math"``: the reference math kernel (any device; slow, for checks).
+- ``"sage"``: SageAttention (PyPI ``sageattention``; `casper_core.sage_attention`): int8 Q·Kᵀ and fp16 P·V Triton
+  kernels, CUDA only. Changes the arithmetic (8-bit rounding of queries and keys); its drift against SDPA is in
+  BENCHMARKS.md. The processor is `CogVideoXKernelAttnProcessor`, our own copy of diffusers' CogVideoX attention
+  with the attention call swapped.
 """
 from __future__ import annotations
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
+ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math", "sage")
 _KERNELS = {
     "sdpa_cudnn": [SDPBackend.CUDNN_ATTENTION],
     "sdpa_flash": [SDPBackend.FLASH_ATTENTION],
@@ -67,6 +71,60 @@ class SDPAKernelAttnProcessor:
             )
 
 
+class CogVideoXKernelAttnProcessor:
+    """CogVideoX joint text-video attention with the attention kernel passed in.
+
+    Computes what diffusers' `CogVideoXAttnProcessor2_0` / `FusedCogVideoXAttnProcessor2_0` compute (text tokens
+    first, q/k norms, RoPE on the video tokens only, output projection, split back into video and text), with
+    ``attention(query, key, value)`` on ``[B, heads, tokens, head_dim]`` tensors in place of
+    `torch.nn.functional.scaled_dot_product_attention` (scale 1/√head_dim, no mask, no causality). Works with
+    separate or fused (``to_qkv``) projections.
+    """
+
+    def __init__(self, attention):
+        self.attention = attention
+
+    # Explicit signature: diffusers drops every keyword the processor does not name (see SDPAKernelAttnProcessor).
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
+    ):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        if attention_mask is not None:
+            raise ValueError("CogVideoXKernelAttnProcessor: attention_mask is not supported (CogVideoX passes none)")
+        text_length = encoder_hidden_states.size(1)
+        hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch = hidden_states.shape[0]
+        if getattr(attn, "fused_projections", False) and hasattr(attn, "to_qkv"):
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if image_rotary_emb is not None:  # video tokens only; text tokens carry no position
+            query = torch.cat([query[:, :, :text_length], apply_rotary_emb(query[:, :, text_length:], image_rotary_emb)],
+                              dim=2)
+            if not attn.is_cross_attention:
+                key = torch.cat([key[:, :, :text_length], apply_rotary_emb(key[:, :, text_length:], image_rotary_emb)],
+                                dim=2)
+        hidden_states = self.attention(query, key, value)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        encoder_hidden_states, hidden_states = hidden_states.split(
+            [text_length, hidden_states.size(1) - text_length], dim=1
+        )
+        return hidden_states, encoder_hidden_states
+
+
 def check_attention_backend(backend: str | None, device: torch.device | str) -> str:
     """Validate `backend` for `device`; None means "auto". Returns the backend name."""
     backend = "auto" if backend is None else backend
@@ -77,6 +135,10 @@ def check_attention_backend(backend: str | None, device: torch.device | str) -> 
             f"attention_backend {backend!r} needs a CUDA device, but the pipeline runs on {torch.device(device)}; "
             "use 'auto' or 'sdpa_math'"
         )
+    if backend == "sage":
+        from .sage_attention import check_sage_attention
+
+        check_sage_attention(device)
     return backend
 
 
@@ -97,6 +159,11 @@ def set_attention_backend(
     if fuse_qkv:
         fuse_qkv_projections(transformer)
     fused = getattr(transformer.transformer_blocks[0].attn1, "fused_projections", False)
+    if backend == "sage":
+        from .sage_attention import sage_attention
+
+        transformer.set_attn_processor(CogVideoXKernelAttnProcessor(sage_attention))
+        return backend
     if backend == "auto":
         if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
             transformer.set_attn_processor(SDPAKernelAttnProcessor(_HOPPER_PRIORITY, set_priority=True, fused=fused))

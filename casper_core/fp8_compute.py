@@ -36,7 +36,9 @@ class Fp8RowwiseLinear(torch.nn.Module):
     with bf16 used for the fp8 product).
     """
 
-    def __init__(self, linear: torch.nn.Linear):
+    def __init__(self, linear: torch.nn.Linear, quantize_device=None):
+        """`quantize_device`: where the weight is quantised (e.g. a GPU, much faster than the CPU); the fp8 weight
+        and scales are stored on the weight's own device either way."""
         super().__init__()
         if linear.in_features % 16 or linear.out_features % 16:
             raise ValueError(
@@ -45,9 +47,10 @@ class Fp8RowwiseLinear(torch.nn.Module):
             )
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        weight, scale = quantize_rowwise(linear.weight.detach())
-        self.register_buffer("weight_fp8", weight)
-        self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous())  # [1, out] for _scaled_mm's scale_b
+        home = linear.weight.device
+        weight, scale = quantize_rowwise(linear.weight.detach().to(quantize_device or home))
+        self.register_buffer("weight_fp8", weight.to(home))
+        self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous().to(home))  # [1, out]: scale_b
         bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
         self.register_buffer("bias", bias)
 
@@ -69,10 +72,10 @@ class Fp8RowwiseLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, fp8 rowwise"
 
 
-def use_fp8_matmuls(module: torch.nn.Module, pattern: str = DEFAULT_PATTERN) -> list[str]:
+def use_fp8_matmuls(module: torch.nn.Module, pattern: str = DEFAULT_PATTERN, quantize_device=None) -> list[str]:
     """Replace every `nn.Linear` of `module` whose qualified name matches `pattern` by an `Fp8RowwiseLinear`.
 
-    Returns the replaced names. The original bf16 weights are released.
+    Returns the replaced names. The original bf16 weights are released. `quantize_device`: see `Fp8RowwiseLinear`.
     """
     regex = re.compile(pattern)
     targets = [
@@ -81,5 +84,5 @@ def use_fp8_matmuls(module: torch.nn.Module, pattern: str = DEFAULT_PATTERN) -> 
     for name in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        setattr(parent, attr, Fp8RowwiseLinear(getattr(parent, attr)))
+        setattr(parent, attr, Fp8RowwiseLinear(getattr(parent, attr), quantize_device))
     return targets

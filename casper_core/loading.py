@@ -36,6 +36,7 @@ from safetensors import safe_open
 
 from .attention import check_attention_backend, set_attention_backend
 from .memory import MemoryPlan, apply_memory_mode, check_memory_mode
+from .speed import SpeedPlan, apply_speed_options, check_speed_options
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class LoadReport:
         stripped_prefix: a wrapper prefix removed from every Casper key ("" if none).
         dtype: the dtype actually used.
         memory_mode, attention_backend, device: as set up.
+        compile, fp8_compute: the speed options as set up (`casper_core.speed`).
+        fp8_linears: number of layers computing in fp8 (``fp8_compute``).
         add_noise_in_inpaint_model: the transformer config flag (the pipeline's input-noise augmentation).
     """
 
@@ -90,6 +93,9 @@ class LoadReport:
     attention_backend: str = "auto"
     device: torch.device = torch.device("cpu")
     add_noise_in_inpaint_model: bool = False
+    compile: bool = False
+    fp8_compute: bool = False
+    fp8_linears: int = 0
 
 
 @dataclass
@@ -103,6 +109,7 @@ class LoadedComponents:
     scheduler: object
     report: LoadReport
     memory: MemoryPlan
+    speed: SpeedPlan = field(default_factory=SpeedPlan)
 
 
 def load_casper_pipeline(
@@ -115,6 +122,8 @@ def load_casper_pipeline(
     attention_backend: str | None = "auto",
     vae_tiling: bool = True,
     allow_partial: bool = False,
+    compile: bool = False,  # noqa: A002  (the option's name, as on the node)
+    fp8_compute: bool = False,
 ):
     """Load the Casper pipeline from the release files.
 
@@ -132,6 +141,11 @@ def load_casper_pipeline(
         allow_partial: load a Casper ``.safetensors`` that replaces fewer than `MIN_CASPER_SHARE` of the
             transformer's tensors (the base model's values are kept for the rest). False refuses such a file,
             naming it and showing keys of the file and of the model.
+        compile: per-block `torch.compile` of the transformer (CUDA + Triton; the first call of each new input
+            shape compiles, several seconds; see `casper_core.speed`). Not with ``sequential_offload`` or the fp8
+            storage modes.
+        fp8_compute: the transformer blocks' matrix products in fp8 (compute capability ≥ 8.9; best with
+            `compile`); see `casper_core.speed`.
 
     Returns:
         `CasperPipeline` with ``.load_report`` (`LoadReport`) and ``.memory_plan`` (`MemoryPlan`).
@@ -147,6 +161,8 @@ def load_casper_pipeline(
         attention_backend=attention_backend,
         vae_tiling=vae_tiling,
         allow_partial=allow_partial,
+        compile=compile,
+        fp8_compute=fp8_compute,
     )
     pipeline = CasperPipeline(
         transformer=parts.transformer,
@@ -171,6 +187,8 @@ def load_casper_components(
     attention_backend: str | None = "auto",
     vae_tiling: bool = True,
     allow_partial: bool = False,
+    compile: bool = False,  # noqa: A002
+    fp8_compute: bool = False,
 ) -> LoadedComponents:
     """Load, place and configure the five components (see `load_casper_pipeline` for the arguments)."""
     # 1. Check every argument and file before reading any weights.
@@ -178,6 +196,7 @@ def load_casper_components(
     check_memory_mode(memory_mode)
     device = resolve_device(device)
     check_attention_backend(attention_backend, device)
+    check_speed_options(compile=compile, fp8_compute=fp8_compute, memory_mode=memory_mode, device=device)
     folders = check_base_dir(base_dir)
     casper_path, casper_format = check_casper_weights(casper_weights)
     weight_files = {
@@ -238,12 +257,17 @@ def load_casper_components(
     tokenizer = load_tokenizer(folders["tokenizer"])
     scheduler = load_scheduler(folders["scheduler"])
 
-    # 4. Attention kernel, then placement (offload hooks wrap whatever processors are installed).
-    report.attention_backend = set_attention_backend(transformer, attention_backend, device)
+    # 4. Attention kernel and speed options (fp8 layers before placement, so the memory mode moves their fp8
+    #    weights), then placement (offload hooks wrap whatever processors are installed).
+    report.attention_backend = set_attention_backend(
+        transformer, attention_backend, device, fuse_qkv=compile or fp8_compute
+    )
+    speed = apply_speed_options(transformer, compile=compile, fp8_compute=fp8_compute, quantize_device=device)
+    report.compile, report.fp8_compute, report.fp8_linears = compile, fp8_compute, len(speed.fp8_linears)
     memory = apply_memory_mode(
         {"text_encoder": text_encoder, "vae": vae, "transformer": transformer}, memory_mode, device, torch_dtype
     )
-    return LoadedComponents(transformer, vae, text_encoder, tokenizer, scheduler, report, memory)
+    return LoadedComponents(transformer, vae, text_encoder, tokenizer, scheduler, report, memory, speed)
 
 
 # ----------------------------------------------------------------------------------------------------------------
