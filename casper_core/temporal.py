@@ -108,3 +108,26 @@ def window_weights(begin: int, end: int, total: int, overlap: int) -> torch.Tens
     if s > 0 and end < total:
         weights[-s:] = torch.linspace(1, 0, s + 2)[1:-1]
     return weights
+
+
+def plan_full_windows(total: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """Latent-frame windows ``[begin, end)`` of exactly `window` latents covering ``[0, total)``.
+
+    The Wan2.1-Fun plan of the reference (its Wan pipeline): windows hop by ``window − overlap``; the last one starts
+    earlier, so that it ends at the clip's end and still has the full length (it then overlaps its neighbour by more
+    than `overlap`; the blend ramps still span `overlap` latents, see `window_weights`). A single window when
+    ``total ≤ window``.
+    """
+    if total <= window:
+        return [(0, total)]
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap: expected 0 ≤ overlap < window ({window} latent frames), got {overlap}")
+    windows = []
+    begin = 0
+    while True:
+        end = min(begin + window, total)
+        begin = max(0, end - window)
+        windows.append((begin, end))
+        if end >= total:
+            return windows
+        begin = end - overlap
