@@ -1,29 +1,36 @@
-"""Benchmark Casper's real-size architecture (random weights): speed and peak GPU memory per memory mode and variant.
+"""Benchmark Casper's real-size architecture (random weights): speed, peak GPU memory and drift per memory mode and
+speed option.
 
 Architecture: the CogVideoX-Fun-V1.5-5b-InP transformer (42 layers, 48 heads × 64, in_channels 33, patch 2 × 2 × 2,
 text 226 × 4096), the CogVideoX 1.5 VAE, a T5 v1.1 XXL-sized encoder; 85 frames at 384×672 (22 latent frames,
 11 088 video tokens + 226 text tokens), 50 DDIM steps, bf16. Weights are built directly on the device and filled with
 small random normal values (speed does not depend on the values; zeros could take shortcuts).
 
-Two parts:
+Everything runs through the real `CasperPipeline` (T5 prompt encoding, VAE encode, DDIM steps, VAE decode), timed
+per phase, with peak GPU memory:
 
-1. memory modes (`--modes`): for each mode the whole data flow of one Casper window — T5 prompt encoding, VAE encode
-   of the video, `--steps` transformer + DDIM steps, VAE decode — timed per phase, with peak GPU memory.
-2. speed variants (`--variants`, "gpu" placement, transformer steps only): plain SDPA, cuDNN / flash SDPA kernels,
-   per-block `torch.compile` (compile time reported apart), fused q/k/v projections, fp8 row-wise matmuls
-   (`casper_core.fp8_compute`, `torch._scaled_mm`) + compile.
+1. speed options (`--options`, in `--options-mode`, default "gpu"): each combination of the loader's options —
+   ``fp8`` (fp8_compute), ``sage`` (attention_backend "sage"), ``compile`` — set up as `load_casper_components` does,
+   ``sdpa`` for none; ``torchao`` swaps our fp8 layers for torchao's (comparison only). Each runs `--option-steps`
+   steps (default 50) from the same noise, and its decoded video is compared with the first combination's (the
+   bf16 SDPA baseline): mean / max absolute difference and PSNR. One transformer call per combination is
+   profiled (torch.profiler): device time in attention, matrix products and the rest (norms, RoPE, modulation,
+   casts: the glue).
+2. memory modes (`--modes` × `--mode-options`): `--steps` steps each (offload modes capped by `--offload-steps`);
+   compile is dropped where the loader refuses it with that mode.
 
-Per-step times are CUDA-event medians after warm-up; "50-step" columns are 50 × the median step.
+"compile s" is the first step of the first call minus the median step (compilation and first-call work). Per-step
+times are medians of the pipeline's step intervals after a warm-up call; "50 st s" is 50 × the median step and
+"e2e@50" the whole call with 50 steps.
 
-    python bench/bench_casper.py --device cuda --out bench/results/casper.json            # everything (~8 min)
-    python bench/bench_casper.py --device cuda --quick --out bench/results/casper_quick.json
+    python bench/bench_casper.py --device cuda --modes none --out bench/results/casper_options.json   # options
+    python bench/bench_casper.py --device cuda --options none --quick --mode-options sdpa,fp8+compile \
+        --out bench/results/casper_modes.json                                                          # modes
     python bench/bench_casper.py --device cpu --tiny --out /tmp/casper_tiny.json          # end-to-end check, no GPU
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import gc
 import json
 import math
@@ -31,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,9 +47,10 @@ import torch
 from casper_core import testing  # noqa: E402
 from casper_core.attention import set_attention_backend  # noqa: E402
 from casper_core.memory import MEMORY_MODES, apply_memory_mode  # noqa: E402
+from casper_core.speed import COMPILE_UNSUPPORTED_MODES  # noqa: E402
 
-VARIANTS = ("sdpa", "sdpa_cudnn", "sdpa_flash", "compile", "compile_fused", "fp8_compile", "fp8_compile_fused")
-ANCHOR_STEP_S = 0.493  # ../shared ANCHORS: plain SDPA bf16, one forward, same shapes, H100
+# Every combination of the loader's speed options, the baseline first (drift is measured against it).
+OPTIONS = ("sdpa", "sdpa+compile", "fp8", "fp8+compile", "sage", "sage+compile", "fp8+sage", "fp8+sage+compile")
 GiB = 1024**3
 
 
@@ -51,17 +60,24 @@ def parse_args(argv=None):
     parser.add_argument("--tiny", action="store_true",
                         help="tiny widths/depths, 5 frames at 32x48, 2 steps (CPU check)")
     parser.add_argument("--quick", action="store_true",
-                        help="8 steps per mode, 5 per variant; 50-step figures extrapolated")
+                        help="8 steps per mode and per option combination; 50-step figures extrapolated")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per memory mode (default 50; quick 8)")
     parser.add_argument("--offload-steps", type=int, default=10,
                         help="cap on timed steps for group/sequential offload (50-step figures extrapolated)")
-    parser.add_argument("--variant-steps", type=int, default=None, help="timed steps per speed variant (default 10)")
+    parser.add_argument("--option-steps", type=int, default=None,
+                        help="steps per speed option combination (default 50; quick 8; tiny 2)")
     parser.add_argument("--frames", type=int, default=None, help="video frames (4k+1 with k odd; default 85)")
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--modes", default=None, help=f"comma list from {','.join(MEMORY_MODES)} or 'none'")
-    parser.add_argument("--variants", default=None,
-                        help=f"comma list from {','.join(VARIANTS)},fp8_eager or 'none'")
+    parser.add_argument("--options", default=None,
+                        help=f"comma list of speed option combinations (default {','.join(OPTIONS)}; also "
+                             "torchao[+compile]) or 'none'")
+    parser.add_argument("--options-mode", default="gpu", choices=MEMORY_MODES,
+                        help="memory mode of the speed option runs")
+    parser.add_argument("--mode-options", default="sdpa",
+                        help="comma list of speed option combinations run in every memory mode (default sdpa)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the kernel profile of each option run")
     parser.add_argument("--flow", choices=("pipeline", "components"), default="pipeline",
                         help="memory modes through the real CasperPipeline (default) or a bare component chain")
     parser.add_argument("--no-vae-tiling", action="store_true", help="VAE without spatial tiling / batch slicing")
@@ -75,13 +91,13 @@ def parse_args(argv=None):
     args.height = args.height or (32 if args.tiny else 384)
     args.width = args.width or (48 if args.tiny else 672)
     args.steps = args.steps or (2 if args.tiny else 8 if args.quick else 50)
-    args.variant_steps = args.variant_steps or (2 if args.tiny else 5 if args.quick else 10)
+    args.option_steps = args.option_steps or (2 if args.tiny else 8 if args.quick else 50)
+    args.profile = not args.no_profile
     latent_frames = (args.frames - 1) // 4 + 1
     if (args.frames - 1) % 4 or latent_frames % 2:
         parser.error(f"--frames must be 4k+1 with an even latent count k+1 (e.g. 85, 21, 5), got {args.frames}")
     if args.height % 16 or args.width % 16:
         parser.error("--height and --width must be multiples of 16")
-    cpu_variants = ("sdpa", "fp8_eager", "compile_fused")
     if args.modes is None:
         args.modes = list(MEMORY_MODES)
     else:
@@ -89,13 +105,17 @@ def parse_args(argv=None):
     unknown = [m for m in args.modes if m not in MEMORY_MODES]
     if unknown:
         parser.error(f"unknown --modes {unknown}; choose from {MEMORY_MODES}")
-    if args.variants is None:
-        args.variants = list(cpu_variants if args.device.type == "cpu" else VARIANTS)
+    cpu_options = ("sdpa", "fp8")  # the CPU check: compile needs a C++ toolchain, sage a GPU
+    if args.options is None:
+        args.options = list(cpu_options if args.device.type == "cpu" else OPTIONS)
     else:
-        args.variants = [] if args.variants == "none" else args.variants.split(",")
-    unknown = [v for v in args.variants if v not in (*VARIANTS, "fp8_eager")]
-    if unknown:
-        parser.error(f"unknown --variants {unknown}; choose from {VARIANTS + ('fp8_eager',)}")
+        args.options = [] if args.options == "none" else args.options.split(",")
+    args.mode_options = args.mode_options.split(",")
+    for name in (*args.options, *args.mode_options):
+        try:
+            SpeedChoice.parse(name)
+        except ValueError as error:
+            parser.error(str(error))
     args.out = Path(args.out)
     if args.out.exists():
         parser.error(f"--out {args.out} exists; results are never overwritten")
@@ -357,11 +377,14 @@ def run_pipeline(pipeline, phases: PhaseTimer, args, steps: int, device: torch.d
         if marks else None,
         "jobs": list(result.names),
         "finite": bool(torch.isfinite(result.videos).all()),
+        "video": result.videos,  # [J,T,H,W,3] on the CPU, for the drift (not written to the JSON)
     }
 
 
-def bench_mode_pipeline(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict:
-    """`bench_mode` through the real `CasperPipeline` (padding, trimask latents, windows, chunked decode)."""
+def bench_mode_pipeline(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype, choice=None, *,
+                        profile: bool = False, steps: int | None = None) -> dict:
+    """`bench_mode` through the real `CasperPipeline` (padding, trimask latents, windows, chunked decode), with the
+    speed options `choice` (a `SpeedChoice`; None = none) and, with `profile` in the "gpu" mode, a kernel profile."""
     from casper_core import CasperPipeline
 
     device = args.device
@@ -372,10 +395,11 @@ def bench_mode_pipeline(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype
     if not args.no_vae_tiling:
         parts["vae"].enable_tiling()
         parts["vae"].enable_slicing()
-    attention = set_attention_backend(parts["transformer"], "auto", device)
+    choice = choice or SpeedChoice()
     phases = PhaseTimer(device, {"text_encoder": parts["text_encoder"], "vae_encoder": parts["vae"].encoder,
                                  "vae_decoder": parts["vae"].decoder})
     t0 = time.perf_counter()
+    applied = apply_choice(parts["transformer"], choice, mode, device)
     plan = apply_memory_mode(
         {name: parts[name] for name in ("text_encoder", "vae", "transformer")}, mode, device, dtype
     )
@@ -383,9 +407,11 @@ def bench_mode_pipeline(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype
     pipeline = CasperPipeline(**parts)
     pipeline.memory_plan = plan
     pipeline.set_execution_device(plan.execution_device)
-    steps = min(args.steps, args.offload_steps) if mode in ("group_offload", "sequential_offload") else args.steps
+    if steps is None:
+        offload = mode in ("group_offload", "sequential_offload")
+        steps = min(args.steps, args.offload_steps) if offload else args.steps
     steps = max(steps, 2)
-    run_pipeline(pipeline, phases, args, 1, device)  # warm-up: kernels chosen, pinned buffers touched
+    warm = run_pipeline(pipeline, phases, args, 1, device)  # warm-up: compiled, kernels chosen, buffers pinned
     reset_peak(device)
     result = run_pipeline(pipeline, phases, args, steps, device)
     result["peak_gib"] = peak_gib(device)
@@ -395,21 +421,26 @@ def bench_mode_pipeline(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype
     result.update(
         flow="pipeline",
         mode=mode,
-        attention=attention,
+        options=choice.name,
+        **applied,
         steps=steps,
         step_median_s=median,
         steps50_s=50 * median,
         end_to_end50_s=fixed + result["steps_s"] * 50 / steps,
+        compile_s=max(warm["first_step_s"] - median, 0.0) if warm["first_step_s"] is not None else None,
         build_s=build_s,
         setup_s=setup_s,
         transformer_params=parameter_count(parts["transformer"]),
     )
+    if profile and mode == "gpu":
+        result["profile"] = kernel_profile(parts["transformer"], args, device, dtype)
     del parts, plan, pipeline
     free_memory(device)
     return result
 
 
-def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict:
+def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype, choice=None) -> dict:
+    """One memory mode through a bare component chain (no pipeline), with the speed options `choice`."""
     device = args.device
     free_memory(device)
     t0 = time.perf_counter()
@@ -418,8 +449,9 @@ def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict
     if not args.no_vae_tiling:
         parts["vae"].enable_tiling()
         parts["vae"].enable_slicing()
-    attention = set_attention_backend(parts["transformer"], "auto", device)
+    choice = choice or SpeedChoice()
     t0 = time.perf_counter()
+    applied = apply_choice(parts["transformer"], choice, mode, device)
     plan = apply_memory_mode(
         {name: parts[name] for name in ("text_encoder", "vae", "transformer")}, mode, device, dtype
     )
@@ -438,7 +470,8 @@ def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict
     result.update(
         flow="components",
         mode=mode,
-        attention=attention,
+        options=choice.name,
+        **applied,
         steps=len(steps),
         step_median_s=median,
         step_first_s=steps[0],
@@ -454,106 +487,157 @@ def bench_mode(mode: str, args, tokenizer_dir: Path, dtype: torch.dtype) -> dict
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Speed variants of the transformer step
+# Speed options (the loader's compile / fp8_compute / attention_backend) through the real pipeline
 
 
-def bench_variant(variant: str, parts: dict, inputs: dict, args, dtype: torch.dtype) -> dict:
-    from casper_core.attention import SDPAKernelAttnProcessor
-    from casper_core.fp8_compute import use_fp8_matmuls
-    from diffusers.models.attention_processor import CogVideoXAttnProcessor2_0, FusedCogVideoXAttnProcessor2_0
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+@dataclass(frozen=True)
+class SpeedChoice:
+    """One combination of speed options, named like ``fp8+sage+compile`` (``sdpa`` = none of them).
 
-    device = args.device
-    transformer = parts["transformer"]
-    fused = variant.endswith("_fused")
-    if variant == "sdpa":
-        transformer.set_attn_processor(CogVideoXAttnProcessor2_0())
-    elif variant == "sdpa_flash":
-        transformer.set_attn_processor(SDPAKernelAttnProcessor([SDPBackend.FLASH_ATTENTION]))
-    else:
-        set_attention_backend(transformer, "sdpa_cudnn" if device.type == "cuda" else "auto", device, fuse_qkv=fused)
-    replaced = []
-    if variant.startswith("fp8"):
-        replaced = use_fp8_matmuls(transformer)
-    if "compile" in variant:
-        # torch.compile(module) (not Module.compile, a no-op on some torch builds); identical blocks share one graph
-        blocks = transformer.transformer_blocks
-        for limit in ("recompile_limit", "cache_size_limit"):  # room for one graph per block if guards split them
-            if hasattr(torch._dynamo.config, limit):
-                setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 2 * len(blocks)))
-        for index in range(len(blocks)):
-            blocks[index] = torch.compile(blocks[index])
+    ``torchao`` is fp8 row-wise compute by torchao's ``Float8DynamicActivationFloat8WeightConfig`` instead of
+    `casper_core.fp8_compute` (a comparison only; the loader uses ours).
+    """
 
-    latent_frames = inputs["noise"].shape[1]
-    rope = rotary_embedding(transformer, latent_frames, args.height, args.width, device)
+    fp8: bool = False
+    sage: bool = False
+    compile: bool = False
+    torchao: bool = False
+
+    @classmethod
+    def parse(cls, name: str) -> "SpeedChoice":
+        parts = set(name.split("+")) - {"sdpa"}
+        unknown = parts - {"fp8", "sage", "compile", "torchao"}
+        if unknown or (("fp8" in parts) and ("torchao" in parts)):
+            raise ValueError(f"unknown speed option combination {name!r}: join fp8|torchao, sage, compile with '+', "
+                             "or 'sdpa' for none")
+        return cls(**{part: True for part in parts})
+
+    @property
+    def name(self) -> str:
+        parts = [p for p in ("fp8", "torchao", "sage", "compile") if getattr(self, p)]
+        return "+".join(parts) or "sdpa"
+
+    @property
+    def attention_backend(self) -> str:
+        return "sage" if self.sage else "auto"
+
+
+def apply_choice(transformer, choice: SpeedChoice, memory_mode: str, device: torch.device) -> dict:
+    """Set up `transformer` as `load_casper_components` does for these options; returns what was applied."""
+    from casper_core.speed import apply_speed_options, check_speed_options
+
+    if device.type == "cuda":  # on the CPU the bench runs the code paths the loader would refuse (a check only)
+        check_speed_options(compile=choice.compile, fp8_compute=choice.fp8, memory_mode=memory_mode, device=device)
+    attention = set_attention_backend(transformer, choice.attention_backend, device,
+                                      fuse_qkv=choice.compile or choice.fp8 or choice.torchao)
+    fp8_linears = 0
+    if choice.torchao:
+        fp8_linears = torchao_fp8(transformer)
+    plan = apply_speed_options(transformer, compile=choice.compile, fp8_compute=choice.fp8, quantize_device=device)
+    return {"attention": attention, "fp8_linears": fp8_linears or len(plan.fp8_linears)}
+
+
+def torchao_fp8(transformer) -> int:
+    """torchao's dynamic fp8 row-wise quantisation of the same matrices as `casper_core.fp8_compute`."""
+    import re
+
+    from casper_core.fp8_compute import DEFAULT_PATTERN
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    pattern = re.compile(DEFAULT_PATTERN)
+    chosen = [n for n, m in transformer.named_modules() if isinstance(m, torch.nn.Linear) and pattern.search(n)]
+    quantize_(transformer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+              filter_fn=lambda module, name: name in chosen)
+    return len(chosen)
+
+
+def kernel_profile(transformer, args, device: torch.device, dtype: torch.dtype, top: int = 8) -> dict:
+    """Device time of one transformer call split into attention, matrix products and the rest (the glue)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    inputs = make_inputs(args, device, dtype)
+    rope = rotary_embedding(transformer, inputs["noise"].shape[1], args.height, args.width, device)
     prompt = torch.randn(1, 226, transformer.config.text_embed_dim, device=device, dtype=dtype)
     hidden = torch.cat([inputs["noise"], inputs["mask"], inputs["noise"]], dim=2)
 
     def step():
         return transformer(hidden_states=hidden, encoder_hidden_states=prompt,
-                           timestep=torch.tensor([999], device=device), image_rotary_emb=rope, return_dict=False)[0]
+                           timestep=torch.tensor([999], device=device), image_rotary_emb=rope, return_dict=False)
 
-    timer = Timer(device)
-    reset_peak(device)
-    attention = "processor"
-    outside = contextlib.nullcontext  # the kernel-choice context around each call (fallback only)
+    activities = [ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]
     with torch.no_grad():
-        t0 = timer.now()
-        try:
-            first = step()  # includes compilation for the compiled variants
-        except Exception as error:
-            if "compile" not in variant:
-                raise
-            # Fallback: plain processors inside the compiled blocks, kernel choice from a context around the call.
-            print(f"{variant}: compiling with the kernel-selecting processor failed ({type(error).__name__}: "
-                  f"{str(error)[:200]}); retrying with the SDPA kernel chosen outside the compiled blocks", flush=True)
-            torch._dynamo.reset()
-            transformer.set_attn_processor(FusedCogVideoXAttnProcessor2_0() if fused else CogVideoXAttnProcessor2_0())
-            kernels = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                       SDPBackend.MATH] if device.type == "cuda" else [SDPBackend.MATH]
-            outside = functools.partial(sdpa_kernel, kernels, set_priority=True)
-            attention = "outer context"
-            t0 = timer.now()
-            with outside():
-                first = step()
-        first_s = timer.now() - t0
-        with outside():
-            step()  # second warm-up (cuDNN plans, autotuned kernels)
-            step_timer = StepTimer(device)
-            for _ in range(args.variant_steps):
-                begin = step_timer.start()
-                out = step()
-                step_timer.stop(begin)
-    times = step_timer.seconds()
-    median = statistics.median(times)
+        step()
+        with profile(activities=activities) as prof:
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    totals = {"attention": 0.0, "gemm": 0.0, "other": 0.0}
+    others = {}
+    kernel_type = torch.autograd.DeviceType.CUDA if device.type == "cuda" else torch.autograd.DeviceType.CPU
+    for event in prof.key_averages():
+        if event.device_type != kernel_type:
+            continue
+        micros = getattr(event, "self_device_time_total", None)
+        if micros is None or device.type != "cuda":
+            micros = event.self_cpu_time_total
+        kind = kernel_kind(event.key)
+        totals[kind] += micros / 1e6
+        if kind == "other":
+            others[event.key] = others.get(event.key, 0.0) + micros / 1e6
+    total = sum(totals.values())
     return {
-        "variant": variant,
-        "attention": attention,
-        "step_median_s": median,
-        "step_min_s": min(times),
-        "steps50_s": 50 * median,
-        "first_call_s": first_s,
-        "compile_s": max(first_s - median, 0.0) if "compile" in variant else None,
-        "peak_gib": peak_gib(device),
-        "fp8_linears": len(replaced),
-        "finite": bool(torch.isfinite(first).all() and torch.isfinite(out).all()),
+        "total_s": total,
+        **{f"{kind}_s": seconds for kind, seconds in totals.items()},
+        **{f"{kind}_share": seconds / total if total else None for kind, seconds in totals.items()},
+        "top_other": sorted(((name[:90], round(sec * 1e3, 3)) for name, sec in others.items()),
+                            key=lambda item: -item[1])[:top],
     }
 
 
-def bench_variants(args, tokenizer_dir: Path, dtype: torch.dtype) -> list[dict]:
-    results = []
-    for variant in args.variants:
-        free_memory(args.device)
+_ATTENTION_KERNELS = ("flash", "fmha", "attention", "attn", "sdpa", "mha")
+_GEMM_KERNELS = ("gemm", "matmul", "xmma", "cutlass", "nvjet", "scaled_mm", "wgmma", "cublas", "aten::mm",
+                 "aten::addmm", "aten::linear", "triton_tem")
+
+
+def kernel_kind(name: str) -> str:
+    """``"attention"``, ``"gemm"`` or ``"other"`` for a profiler kernel name."""
+    lowered = name.lower()
+    if any(key in lowered for key in _ATTENTION_KERNELS):
+        return "attention"
+    if any(key in lowered for key in _GEMM_KERNELS):
+        return "gemm"
+    return "other"
+
+
+def drift(video: torch.Tensor, baseline: torch.Tensor) -> dict:
+    """Difference of a decoded video (0..1) from the baseline's: mean and max absolute, PSNR in dB."""
+    difference = (video.float() - baseline.float()).abs()
+    mse = float(difference.square().mean())
+    return {"mean_abs": float(difference.mean()), "max_abs": float(difference.max()),
+            "psnr_db": 10 * math.log10(1 / mse) if mse > 0 else float("inf")}
+
+
+def bench_options(args, tokenizer_dir: Path, dtype: torch.dtype) -> list[dict]:
+    """Every speed option combination in `args.options` through the pipeline in `args.options_mode`, with drift
+    of the decoded output against the first combination (``sdpa``: bf16 SDPA)."""
+    results, baseline = [], None
+    for name in args.options:
+        choice = SpeedChoice.parse(name)
         torch._dynamo.reset()
-        parts = build_components(args.device, dtype, args.tiny, tokenizer_dir)
-        del parts["text_encoder"], parts["vae"]  # the step alone
-        free_memory(args.device)
-        inputs = make_inputs(args, args.device, dtype)
         try:
-            results.append(bench_variant(variant, parts, inputs, args, dtype))
-        except Exception as error:  # one failing variant (e.g. a kernel missing on this GPU) must not lose the rest
-            results.append({"variant": variant, "error": f"{type(error).__name__}: {error}"[:400]})
-        del parts, inputs
+            result = bench_mode_pipeline(args.options_mode, args, tokenizer_dir, dtype, choice,
+                                         profile=args.profile, steps=args.option_steps)
+        except Exception as error:  # one failing combination (a kernel missing here) must not lose the rest
+            result = {"options": choice.name, "mode": args.options_mode,
+                      "error": f"{type(error).__name__}: {error}"[:400]}
+        video = result.pop("video", None)
+        if video is not None:
+            if baseline is None:
+                baseline = video
+                result["baseline"] = True
+            result["drift"] = drift(video, baseline)
+        results.append(result)
+        print(json.dumps(result), flush=True)
     return results
 
 
@@ -568,31 +652,38 @@ def print_tables(report: dict) -> None:
     print()
     print(f"device: {report['device_name']}  torch {report['torch']}  diffusers {report['diffusers']}  "
           f"{report['frames']} frames {report['height']}x{report['width']}, bf16")
-    if report["modes"]:
-        flow = report["modes"][0].get("flow", "")
-        print(f"\nmemory modes ({flow}: T5 → VAE encode → steps → VAE decode; e2e@50 = total with 50 steps)")
-        header = (f"{'mode':<22}{'s/step':>8}{'50 steps s':>11}{'T5 s':>7}{'enc s':>7}{'dec s':>7}"
-                  f"{'e2e@50 s':>10}{'peak GiB':>10}{'steps run':>10}")
+    rows = [("memory modes", report["modes"]), ("speed options", report["options"])]
+    for title, results in rows:
+        if not results:
+            continue
+        print(f"\n{title} (pipeline: T5 → VAE encode → steps → VAE decode; e2e@50 = total with 50 steps; "
+              f"compile s = first step of the first call − median step; drift vs the first sdpa row)")
+        header = (f"{'mode':<22}{'options':<20}{'s/step':>8}{'50 st s':>8}{'e2e@50':>8}{'peak GiB':>9}"
+                  f"{'compile s':>10}{'steps':>6}{'mean|Δ|':>9}{'max|Δ|':>8}{'PSNR dB':>9}")
         print(header)
         print("-" * len(header))
-        for r in report["modes"]:
+        for r in results:
+            label = f"{r.get('mode', ''):<22}{r.get('options', 'sdpa'):<20}"
             if "error" in r:
-                print(f"{r['mode']:<22} ERROR {r['error']}")
+                print(f"{label}ERROR {r['error']}")
                 continue
-            print(f"{r['mode']:<22}{fmt(r['step_median_s'], 3):>8}{fmt(r['steps50_s'], 1):>11}{fmt(r['t5_s']):>7}"
-                  f"{fmt(r['vae_encode_s']):>7}{fmt(r['vae_decode_s']):>7}{fmt(r['end_to_end50_s'], 1):>10}"
-                  f"{fmt(r['peak_gib'], 1):>10}{r['steps']:>10}")
-    if report["variants"]:
-        print(f"\nspeed variants (transformer step only, gpu placement; anchor: plain SDPA {ANCHOR_STEP_S} s/step)")
-        header = f"{'variant':<20}{'s/step':>8}{'50 steps s':>11}{'compile s':>10}{'peak GiB':>10}{'fp8 linears':>12}"
+            d = r.get("drift") or {}
+            print(f"{label}{fmt(r['step_median_s'], 3):>8}{fmt(r['steps50_s'], 1):>8}"
+                  f"{fmt(r['end_to_end50_s'], 1):>8}{fmt(r['peak_gib'], 1):>9}{fmt(r.get('compile_s'), 1):>10}"
+                  f"{r['steps']:>6}{fmt(d.get('mean_abs'), 4):>9}{fmt(d.get('max_abs'), 3):>8}"
+                  f"{fmt(d.get('psnr_db'), 1):>9}")
+    profiles = [(r["options"], r["profile"]) for r in report["options"] if r.get("profile")]
+    if profiles:
+        print("\none transformer call, device time by kind (torch.profiler)")
+        header = f"{'options':<20}{'total ms':>9}{'attention':>11}{'GEMM':>9}{'other':>9}"
         print(header)
         print("-" * len(header))
-        for r in report["variants"]:
-            if "error" in r:
-                print(f"{r['variant']:<20} ERROR {r['error']}")
-                continue
-            print(f"{r['variant']:<20}{fmt(r['step_median_s'], 3):>8}{fmt(r['steps50_s'], 1):>11}"
-                  f"{fmt(r['compile_s'], 1):>10}{fmt(r['peak_gib'], 1):>10}{r['fp8_linears']:>12}")
+        for name, prof in profiles:
+            print(f"{name:<20}{prof['total_s'] * 1e3:>9.1f}{fmt(prof['attention_share'] * 100, 1):>10}%"
+                  f"{fmt(prof['gemm_share'] * 100, 1):>8}%{fmt(prof['other_share'] * 100, 1):>8}%")
+        for name, prof in profiles:
+            print(f"  {name}: largest 'other' kernels (ms): "
+                  + "; ".join(f"{kernel} {ms}" for kernel, ms in prof["top_other"][:5]))
 
 
 def main(argv=None) -> dict:
@@ -612,19 +703,26 @@ def main(argv=None) -> dict:
         "dtype": "bf16",
         "vae_tiling": not args.no_vae_tiling,
         "modes": [],
-        "variants": [],
+        "options": [],
     }
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer_dir = Path(scratch) / "tokenizer"
         write_word_tokenizer(tokenizer_dir)  # T5 vocabulary is irrelevant to speed; no download possible
+        report["options"] = bench_options(args, tokenizer_dir, dtype)
         for mode in args.modes:
-            try:
-                run = bench_mode_pipeline if args.flow == "pipeline" else bench_mode
-                report["modes"].append(run(mode, args, tokenizer_dir, dtype))
-            except Exception as error:
-                report["modes"].append({"mode": mode, "error": f"{type(error).__name__}: {error}"[:400]})
-            print(json.dumps(report["modes"][-1]), flush=True)
-        report["variants"] = bench_variants(args, tokenizer_dir, dtype)
+            for name in args.mode_options:
+                choice = SpeedChoice.parse(name)
+                if choice.compile and mode in COMPILE_UNSUPPORTED_MODES:  # the loader refuses it: run without
+                    choice = SpeedChoice(fp8=choice.fp8, sage=choice.sage, torchao=choice.torchao)
+                torch._dynamo.reset()
+                try:
+                    run = bench_mode_pipeline if args.flow == "pipeline" else bench_mode
+                    result = run(mode, args, tokenizer_dir, dtype, choice)
+                except Exception as error:
+                    result = {"mode": mode, "options": choice.name, "error": f"{type(error).__name__}: {error}"[:400]}
+                result.pop("video", None)
+                report["modes"].append(result)
+                print(json.dumps(result), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "x") as handle:  # "x": never overwrite
         json.dump(report, handle, indent=2)

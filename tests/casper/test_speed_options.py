@@ -192,3 +192,33 @@ def test_compile_blocks_shares_one_function_and_keeps_hooks_outside(release, mon
     assert hook_calls == [transformer.transformer_blocks[1]] * 2
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_sage_operator_reaches_the_package_and_compiles_as_one_node(monkeypatch):
+    """The ``casper::sage_attention`` operator with a stand-in ``sageattention`` package (plain SDPA inside)."""
+    import sys
+    import types
+
+    from casper_core.sage_attention import sage_attention
+
+    calls = []
+
+    def sageattn(q, k, v, tensor_layout="HND", is_causal=False, smooth_k=True):
+        calls.append((tensor_layout, is_causal, smooth_k, k.mean(dim=2).abs().max().item()))
+        return F.scaled_dot_product_attention(q, k, v)
+
+    monkeypatch.setitem(sys.modules, "sageattention", types.SimpleNamespace(sageattn=sageattn))
+    generator = torch.Generator().manual_seed(4)
+    query, key, value = (torch.randn(1, 2, 7, 64, generator=generator) for _ in range(3))
+    key = key + 3.0  # a large common offset: removed by the smoothing, which leaves softmax unchanged
+    key_before = key.clone()
+    out = sage_attention(query, key, value)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(query, key, value), rtol=1e-5, atol=1e-5)
+    assert torch.equal(key, key_before)  # the input is not modified (the package would subtract in place)
+    layout, causal, smooth, key_mean = calls[0]
+    assert (layout, causal, smooth) == ("HND", False, False) and key_mean < 1e-5
+
+    compiled = torch.compile(lambda q, k, v: sage_attention(q, k, v) * 2, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(query, key, value), 2 * out)
+    with pytest.raises(ValueError, match="head_dim must be one of"):
+        sage_attention(*(torch.randn(1, 1, 4, 32) for _ in range(3)))
