@@ -1,9 +1,9 @@
 """The main command: decompose a video into layers end to end, on the CPU, with no model weights.
 
-    python -m omnimatte_core.demo                     # a built-in synthetic scene, scored against its ground truth
-    python -m omnimatte_core.demo --video clip.mp4 --masks person.mp4 dog/   # your own video and masks
-    python -m omnimatte_core.demo --video clip.mp4 --label-map labels.mp4
-    python -m omnimatte_core.demo --video clip.mp4 --masks a.mp4 b.mp4 \\
+    python -m casper_core.decompose                   # a built-in synthetic scene, scored against its ground truth
+    python -m casper_core.decompose --video clip.mp4 --masks person.mp4 dog/   # your own video and masks
+    python -m casper_core.decompose --video clip.mp4 --label-map labels.mp4
+    python -m casper_core.decompose --video clip.mp4 --masks a.mp4 b.mp4 \\
         --casper-base models/CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP --casper-weights models/casper/casper.safetensors
 
 Stages: removal (the weight-free clean plate with one plate ↔ layers round that takes the other objects' effects
@@ -12,6 +12,10 @@ out of each solo video — ``effect_aware.py``, ``--plate-rounds`` — or Casper
 per-frame order (depth, or the mask-position heuristic) → compositing → detail transfer → export
 (``omnimatte_core.export``). Each stage prints a progress bar and its time; on the synthetic scene the quality
 against ground truth is printed at the end.
+
+It lives in casper_core because it runs both removers and casper_core is the side that may import omnimatte_core
+(never the reverse); the weight-free path imports nothing of the Casper stack beyond torch. It is a command, not part
+of the ComfyUI pack, so omnimatte_core is imported as the top-level package it is when installed.
 """
 from __future__ import annotations
 
@@ -25,16 +29,22 @@ from pathlib import Path
 
 import torch
 
-from . import compositing, export, metrics, ordering
-from .fit import fit_layers
-from .layers import Layers
-from .presets import PRESETS
-from .upsample import resize_video, upscale_and_refine
+from omnimatte_core import compositing, export, metrics, ordering
+from omnimatte_core.compositing import DETAIL_THRESHOLD
+from omnimatte_core.effect_aware import PLATE_ROUNDS, ROUND_FIT_PRESET, effect_aware_removal
+from omnimatte_core.fit import fit_layers
+from omnimatte_core.layers import Layers
+from omnimatte_core.overview import write_figure
+from omnimatte_core.presets import PRESETS
+from omnimatte_core.upsample import BASE_LONG_SIDE, base_size, resize_video, upscale_and_refine
+
+from . import defaults
+from .memory import MEMORY_MODES
 
 DEMO_SCENE = dict(num_objects=2, frames=24, height=128, width=224, effects=("shadow", "reflection"))
 """The built-in scene: two objects, one casting a shadow and one reflected in water, 24 frames of 128×224."""
-DEMO_PRESET = "preview"
-"""The preview preset's steps keep the whole synthetic demo around 2 minutes on 2 CPU cores, two fits included (one in
+DEMO_PRESET = ROUND_FIT_PRESET
+"""The quick preset ("preview"): its steps keep the whole synthetic demo around 2 minutes on 2 CPU cores, two fits included (one in
 the clean-plate stage's plate ↔ layers round, ``--plate-rounds 0`` skips it); the demo prints its time per stage."""
 
 
@@ -105,7 +115,7 @@ class DemoInput:
 
 
 def _synthetic_input(seed: int) -> DemoInput:
-    from .synthetic import make_scene
+    from omnimatte_core.synthetic import make_scene
 
     scene = make_scene(seed=seed, **DEMO_SCENE)
     names = [f"object{i}_{kind}" for i, kind in enumerate(scene.effect_types)]
@@ -117,7 +127,7 @@ def _synthetic_input(seed: int) -> DemoInput:
 
 
 def _file_input(args) -> DemoInput:
-    from .video_io import read_label_map, read_masks, read_video
+    from omnimatte_core.video_io import read_label_map, read_masks, read_video
 
     video, fps = read_video(args.video, max_frames=args.max_frames)
     t, _, h, w = video.shape
@@ -146,48 +156,31 @@ def _file_input(args) -> DemoInput:
 
 def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stages, allow_camera_motion: bool = False,
                          rounds: int = 0, fit_kwargs: dict | None = None, fit_size: tuple[int, int] | None = None):
-    from .effect_aware import effect_aware_removal
-
     # A moving camera raises CameraMotionError (a ValueError) here, before any fitting. Each plate ↔ layers round
     # fits the layers once to find the other objects' effects and takes them out of each solo (effect_aware.py).
     removal = effect_aware_removal(video, masks, rounds=rounds, allow_camera_motion=allow_camera_motion,
                                    fit_size=fit_size, fit_kwargs=dict(fit_kwargs or {}, progress=stages.fit_progress))
     plate = removal.plate
-    return plate.background.clone(), removal.solos, {
-        "method": "clean_plate", "filled_fraction": plate.filled_fraction,
-        "camera_motion_px": plate.camera_motion_px, "plate_rounds": removal.rounds}
+    return removal, {"method": "clean_plate", "filled_fraction": plate.filled_fraction,
+                     "camera_motion_px": plate.camera_motion_px, "plate_rounds": removal.rounds}
 
 
 def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
-    # Imported only when asked: the weight-free path must not need diffusers' heavy import.
-    from casper_core import CasperPipeline, build_trimask_jobs
+    from .pipeline import CasperPipeline
+    from .removal import remove_objects
 
     pipe = CasperPipeline.from_pretrained(args.casper_base, args.casper_weights, dtype=args.casper_dtype,
                                           memory_mode=args.memory_mode, device=args.device)
-    height, width = args.casper_size if args.casper_size else (
-        (384, 672) if video.shape[-1] >= video.shape[-2] else (672, 384))
-    jobs = build_trimask_jobs(video.permute(0, 2, 3, 1), masks[:, :, 0])
+    height, width = args.casper_size if args.casper_size else defaults.working_size(tuple(video.shape[-2:]))
     # Casper works at its own resolution and returns the videos resized back to the input's size.
-    result = pipe(video.permute(0, 2, 3, 1), jobs, prompt=args.prompt, steps=args.casper_steps, seed=args.seed,
-                  height=height, width=width, progress=lambda step, total, *rest: stages.bar(step, total))
-    videos = result.videos.permute(0, 1, 4, 2, 3).float().clamp(0, 1)  # [J,T,3,H,W]
-    background = videos[result.names.index("background")]
-    # With one object there is no solo job: the input itself is that object's solo video.
-    solos = torch.stack([videos[result.names.index(f"solo_{i}")] if f"solo_{i}" in result.names else video
-                         for i in range(masks.shape[0])])
-    return background, solos, {"method": "casper", "base": str(args.casper_base),
-                               "weights": str(args.casper_weights), "steps": args.casper_steps,
-                               "size": [height, width], "prompt": args.prompt}
+    removal = remove_objects(pipe, video, masks, size=(height, width), prompt=args.prompt, steps=args.casper_steps,
+                             seed=args.seed, progress=lambda step, total, *rest: stages.bar(step, total))
+    return removal, {"method": "casper", "base": str(args.casper_base), "weights": str(args.casper_weights),
+                     "steps": args.casper_steps, "size": [height, width], "prompt": args.prompt}
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # The pipeline
-
-
-def _base_size(size: tuple[int, int], long_side: int) -> tuple[int, int]:
-    h, w = size
-    scale = min(1.0, long_side / max(h, w))
-    return max(8, round(h * scale)), max(8, round(w * scale))
 
 
 def run(args, stream=None) -> dict:
@@ -207,23 +200,25 @@ def run(args, stream=None) -> dict:
     out.write(f"  {n} objects, {t} frames of {h}×{w} at {data.fps:g} fps\n")
 
     # 2. Removal: clean background + one solo video per object
-    base_size = _base_size((h, w), args.base_long_side)
+    fit_size = base_size((h, w), args.base_long_side)
     stages.start("casper" if args.casper_base else "clean plate")
     if args.casper_base:
-        background, solos, removal = _casper_removal(data.video, data.masks, args, stages)
+        removed, removal = _casper_removal(data.video, data.masks, args, stages)
     else:
-        background, solos, removal = _clean_plate_removal(
-            data.video, data.masks, stages, args.allow_camera_motion, rounds=args.plate_rounds, fit_size=base_size,
+        removed, removal = _clean_plate_removal(
+            data.video, data.masks, stages, args.allow_camera_motion, rounds=args.plate_rounds, fit_size=fit_size,
             fit_kwargs=dict(preset=args.preset, steps=args.steps, seed=args.seed, device=args.device))
+    # a writable copy of the background (the clean plate's is one plate seen through every frame)
+    background, solos = removed.background.clone(), removed.solos
     stages.done()
 
     # 3. Layer fit: base resolution, then full resolution when the input is larger
-    full_res = base_size != (h, w)
+    full_res = fit_size != (h, w)
     stages.start("fit")
     if full_res:
-        solos_base = resize_video(solos, base_size, "area")
-        background_base = resize_video(background, base_size, "area")
-        masks_base = (resize_video(data.masks, base_size, "area") > 0.5).float()
+        solos_base = resize_video(solos, fit_size, "area")
+        background_base = resize_video(background, fit_size, "area")
+        masks_base = (resize_video(data.masks, fit_size, "area") > 0.5).float()
     else:
         solos_base, background_base, masks_base = solos, background, data.masks
     fitted = fit_layers(solos_base, background_base, masks_base, preset=args.preset, steps=args.steps,
@@ -259,7 +254,7 @@ def run(args, stream=None) -> dict:
     stages.done()
 
     # 6. Export
-    settings = {"preset": args.preset, "steps": fitted.steps, "seed": args.seed, "base_size": list(base_size),
+    settings = {"preset": args.preset, "steps": fitted.steps, "seed": args.seed, "base_size": list(fit_size),
                 "full_res": full_res,
                 "detail_threshold": args.detail_threshold, "opaque_inside_masks": not args.keep_fitted_alpha,
                 "removal": removal,
@@ -320,50 +315,6 @@ def _print_summary(summary: dict, figure: Path, out) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The overview picture
-
-
-def write_figure(video: torch.Tensor, layers: Layers, recomposite: torch.Tensor, path: Path,
-                 frames: int = 2) -> Path:
-    """One PNG: per row a frame — input | background | each layer over a checkerboard | recomposite.
-
-    Never overwrites: an existing ``path`` raises ``FileExistsError``."""
-    import cv2
-    import numpy as np
-
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{str(path)!r} exists; choose another --figure path (nothing was overwritten)")
-    t, _, h, w = video.shape
-    picks = [round(i * (t - 1) / max(frames, 1)) for i in range(1, frames + 1)] if t > 1 else [0]
-    picks = sorted(set(min(t - 1, max(0, p - (t // (2 * frames)))) for p in picks))
-    checker = export.checkerboard(h, w, max(4, h // 16))
-    gap = torch.ones(3, h, 2)
-    rows = []
-    for f in picks:
-        tiles = [video[f], layers.background[f]]
-        tiles += [layers.alpha[i, f] * layers.rgb[i, f] + (1 - layers.alpha[i, f]) * checker
-                  for i in range(layers.num_layers)]
-        tiles.append(recomposite[f])
-        row = []
-        for tile in tiles:
-            row += [tile.float().clamp(0, 1), gap]
-        rows += [torch.cat(row[:-1], dim=2), torch.ones(3, 2, row[0].shape[-1] * len(tiles) + 2 * (len(tiles) - 1))]
-    image = export.to_uint8(torch.cat(rows[:-1], dim=1))
-    # A caption strip over the columns, so the picture explains itself in the README.
-    captions = ["input", "background", *[f"layer {name}" for name in layers.names], "recomposite"]
-    header = np.full((18, image.shape[1], 3), 255, np.uint8)
-    for j, caption in enumerate(captions):
-        cv2.putText(header, caption[: max(4, w // 7)], (j * (w + 2) + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    image = np.concatenate([header, image], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise OSError(f"could not write {str(path)!r}")
-    return path
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -371,7 +322,8 @@ def _size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 384x672, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as {'x'.join(map(str, defaults.WORK_SIZE))}, "
+                                         f"got {text!r}") from None
     if height < 16 or width < 16 or height % 16 or width % 16:
         raise argparse.ArgumentTypeError(f"expected multiples of 16 (at least 16), got {text!r}")
     return height, width
@@ -379,7 +331,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m omnimatte_core.demo",
+        prog="python -m casper_core.decompose",
         description="Decompose a video into a clean background and one RGBA layer per object (with its shadows, "
                     "reflections, …). With no --video, a built-in synthetic scene is decomposed and scored.")
     src = parser.add_argument_group("input (default: a synthetic scene with ground truth)")
@@ -393,19 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--allow-camera-motion", action="store_true",
                      help="build the weight-free clean plate even if the camera moves (it will be blurred; "
                           "Casper is the right tool for such clips)")
-    src.add_argument("--plate-rounds", type=int, default=1,
+    src.add_argument("--plate-rounds", type=int, default=PLATE_ROUNDS,
                      help="weight-free path: plate <-> layers rounds that take the other objects' shadows and "
                           "reflections out of each solo video (one extra fit each; 0 = the plain clean plate)")
     fit = parser.add_argument_group("fit")
     fit.add_argument("--preset", default=DEMO_PRESET, choices=sorted(PRESETS), help="fit settings (presets.py)")
     fit.add_argument("--steps", type=int, help="optimiser steps of the base fit (default: the preset's)")
     fit.add_argument("--full-res-steps", type=int, help="steps of the full-resolution fit (default: the preset's)")
-    fit.add_argument("--base-long-side", type=int, default=672,
-                     help="fit at most this long a side first (Casper's 672); larger inputs get a full-res fit")
+    fit.add_argument("--base-long-side", type=int, default=BASE_LONG_SIDE,
+                     help=f"fit at most this long a side first (Casper's {BASE_LONG_SIDE}); larger inputs get a "
+                          "full-res fit")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="cpu", help="torch device for the fit (cpu, cuda, …)")
     fit.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    fit.add_argument("--detail-threshold", type=float, default=0.98,
+    fit.add_argument("--detail-threshold", type=float, default=DETAIL_THRESHOLD,
                      help="composited opacity from which input detail is copied into a layer (paper: 1)")
     fit.add_argument("--keep-fitted-alpha", action="store_true",
                      help="detail transfer only where the fitted opacity reaches the threshold; by default each "
@@ -413,14 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     casper = parser.add_argument_group("Casper (instead of the weight-free clean plate)")
     casper.add_argument("--casper-base", type=Path, help="CogVideoX-Fun-V1.5-5b-InP diffusers folder")
     casper.add_argument("--casper-weights", type=Path, help="Casper transformer .safetensors")
-    casper.add_argument("--casper-steps", type=int, default=50)
-    casper.add_argument("--prompt", default="empty scene", help="Casper's text prompt for the removal")
+    casper.add_argument("--casper-steps", type=int, default=defaults.STEPS)
+    casper.add_argument("--prompt", default=defaults.PROMPT, help="Casper's text prompt for the removal")
+    height, width = defaults.WORK_SIZE
     casper.add_argument("--casper-size", type=_size, help="Casper's working HEIGHTxWIDTH, multiples of 16 "
-                        "(default 384x672, or 672x384 for portrait video)")
-    casper.add_argument("--casper-dtype", default="bf16", choices=["bf16", "fp32"])
-    casper.add_argument("--memory-mode", default="gpu",
-                        help="where Casper's weights live: gpu (all on --device), model_cpu_offload, group_offload, "
-                             "sequential_offload, fp8_storage, fp8_model_cpu_offload")
+                        f"(default {height}x{width}, or {width}x{height} for portrait video)")
+    casper.add_argument("--casper-dtype", default=defaults.DTYPES[0], choices=defaults.DTYPES)
+    casper.add_argument("--memory-mode", default="gpu", choices=MEMORY_MODES,
+                        help="where Casper's weights live: gpu (all on --device), or one of the offload and fp8 "
+                             "modes (README, 'Model files & memory modes')")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=Path("output"), help="folder for the run folders (default output/)")
     output.add_argument("--prefix", default="omnimatte", help="run-folder name prefix ([A-Za-z0-9._-])")
@@ -503,7 +457,7 @@ def check_files(parser: argparse.ArgumentParser, args) -> None:
     if problem:
         _fail(parser, problem)
     if args.video is not None and args.depth is not None:
-        from .video_io import read_video
+        from omnimatte_core.video_io import read_video
 
         try:  # one frame of each: the full read comes later
             video_size = tuple(read_video(args.video, max_frames=1)[0].shape[-2:])

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import torch
 
+from ..omnimatte_core.clean_plate import SOLO_DILATION
+from ..omnimatte_core.effect_aware import PLATE_ROUNDS, ROUND_FIT_PRESET, effect_aware_removal
+from ..omnimatte_core.masks import MASK_DILATION
+from ..omnimatte_core.presets import PRESETS as FIT_PRESETS, resolve_config
+from ..omnimatte_core.upsample import base_size
 from . import comfy_integration as comfy
 from .tensors import image_to_video, object_masks, split_objects, stack_to_image, video_to_image
 
 CATEGORY = "Generative Omnimatte/Layers"
-PRESETS = ("preview", "default", "paper")
+# The presets from the quickest to the slowest, as the dropdowns list them.
+PRESETS = tuple(sorted(FIT_PRESETS, key=lambda name: FIT_PRESETS[name].base.steps))
 
 
 def _fit_inputs(solo_videos, clean_background, masks):
@@ -47,7 +53,6 @@ PREVIEW_SHARE = 10
 def _steps_and_preview_every(preset: str, stage: str, steps: int) -> tuple[int, int]:
     """The steps the fit will run (0 = the preset's) and the ``preview_every`` that refreshes the node's preview at
     least every 10 % of them (the preset's own interval when that is shorter)."""
-    from ..omnimatte_core.presets import resolve_config
     config = resolve_config(preset, stage, steps or None)
     every = max(1, config.steps // PREVIEW_SHARE)
     if config.preview_every:
@@ -58,12 +63,6 @@ def _steps_and_preview_every(preset: str, stage: str, steps: int) -> tuple[int, 
 def _steps_tooltip(stage: str) -> str:
     return (f"Optimiser steps of the {stage} fit; 0 = the preset's. A few hundred converge on short clips; "
             "the paper uses 20 000.")
-
-
-# The internal fits of the Clean Plate's plate ↔ layers rounds make the same choices as the demo command
-# (omnimatte_core/demo.py): the preview preset, seed 0, at most this long a side (its --base-long-side, Casper's size).
-PLATE_FIT_PRESET = "preview"
-PLATE_FIT_LONG_SIDE = 672
 
 
 def _rounds_progress(progress, total: int):
@@ -97,11 +96,11 @@ class GenOmnimatteCleanPlate:
         return {"required": {
             "video": ("IMAGE", {"tooltip": "A locked-off shot (the camera does not move)."}),
             "object_masks": ("MASK", {"tooltip": "Object masks, 1 = object, object after object (objects × frames)."}),
-            "dilate": ("INT", {"default": 11, "min": 0, "max": 101,
+            "dilate": ("INT", {"default": MASK_DILATION, "min": 0, "max": 101,
                                "tooltip": "Grow the masks by this many pixels before taking background pixels, so "
                                           "soft edges and nearby shadows are avoided."}),
         }, "optional": {
-            "solo_dilate": ("INT", {"default": 21, "min": 0, "max": 201,
+            "solo_dilate": ("INT", {"default": SOLO_DILATION, "min": 0, "max": 201,
                                     "tooltip": "In each solo video, the other objects are replaced by the plate "
                                                "inside their masks grown by this many pixels (takes their soft "
                                                "edges and contact shadows too)."}),
@@ -109,7 +108,7 @@ class GenOmnimatteCleanPlate:
                                                 "tooltip": "Build the plate even if the camera moves (it will be "
                                                            "blurred); off: a moving camera stops with an error "
                                                            "suggesting Casper."}),
-            "plate_rounds": ("INT", {"default": 1, "min": 0, "max": 3,
+            "plate_rounds": ("INT", {"default": PLATE_ROUNDS, "min": 0, "max": 3,
                                      "tooltip": "Plate ↔ layers rounds: fit the layers, then take out of each solo "
                                                 "video the other objects' shadows and reflections that reach beyond "
                                                 "their grown masks (the part that moves with them), and rebuild the "
@@ -118,33 +117,30 @@ class GenOmnimatteCleanPlate:
                                                 "plate, no fit."}),
             "plate_fit_steps": ("INT", {"default": 0, "min": 0, "max": 100000,
                                         "tooltip": "Optimiser steps of each round's internal layer fit; 0 = the "
-                                                   "preview preset's (as the demo command)."}),
+                                                   "preview preset's (as the main command)."}),
         }}
 
-    def clean_plate(self, video, object_masks, dilate, solo_dilate=21, allow_camera_motion=False, plate_rounds=1,
-                    plate_fit_steps=0):
-        from ..omnimatte_core.demo import _base_size
-        from ..omnimatte_core.effect_aware import effect_aware_removal
-        from ..omnimatte_core.presets import resolve_config
+    def clean_plate(self, video, object_masks, dilate, solo_dilate=SOLO_DILATION, allow_camera_motion=False,
+                    plate_rounds=PLATE_ROUNDS, plate_fit_steps=0):
         frames = image_to_video(video, "video")
         masks = _masks_for(object_masks, frames)
         rounds = int(plate_rounds)
-        steps = resolve_config(PLATE_FIT_PRESET, "base", int(plate_fit_steps) or None).steps
-        # One bar over all rounds (it also stops the fit on an interrupt). No live preview: these layers only serve
-        # the plate, and the node keeps no room for a picture on the canvas.
-        fit_kwargs = dict(preset=PLATE_FIT_PRESET, steps=steps, seed=0, device=comfy.torch_device(), preview_every=0)
+        steps = resolve_config(ROUND_FIT_PRESET, "base", int(plate_fit_steps) or None).steps
+        # The main command's choices for the rounds' fits: the quick preset, seed 0, at the base size. One bar over
+        # all rounds (it also stops the fit on an interrupt). No live preview: these layers only serve the plate, and
+        # the node keeps no room for a picture on the canvas.
+        fit_kwargs = dict(preset=ROUND_FIT_PRESET, steps=steps, seed=0, device=comfy.torch_device(), preview_every=0)
         if rounds:
             fit_kwargs["progress"] = _rounds_progress(comfy.Progress(rounds * steps), rounds * steps)
             comfy.free_memory()
         with torch.inference_mode(False), torch.enable_grad():
             removal = effect_aware_removal(
                 frames.clone(), masks.clone(), rounds=rounds, plate_dilate=int(dilate), solo_dilate=int(solo_dilate),
-                allow_camera_motion=bool(allow_camera_motion), fit_size=_base_size(tuple(frames.shape[-2:]),
-                                                                                   PLATE_FIT_LONG_SIDE),
+                allow_camera_motion=bool(allow_camera_motion), fit_size=base_size(tuple(frames.shape[-2:])),
                 fit_kwargs=fit_kwargs)
         if rounds:
             comfy.free_memory()
-        return (video_to_image(removal.plate.background), stack_to_image(removal.solos))
+        return (video_to_image(removal.background), stack_to_image(removal.solos))
 
 
 def _masks_for(mask, frames: torch.Tensor) -> torch.Tensor:

@@ -1,20 +1,10 @@
 """Working with fitted layers: depth order, compositing (with detail transfer) and edits."""
 from __future__ import annotations
 
-from . import comfy_integration as comfy
+from ..omnimatte_core import compositing, editing, ordering
 from .tensors import image_to_video, video_to_image
 
 CATEGORY = "Generative Omnimatte/Layers"
-
-
-def _core(name: str):
-    """``omnimatte_core.<name>``, imported when the node runs (a missing one disables only this node)."""
-    import importlib
-    try:
-        return importlib.import_module(f"..omnimatte_core.{name}", __package__)
-    except ModuleNotFoundError as error:
-        raise comfy.MissingDependency(f"omnimatte_core.{name} is missing from this copy of the pack ({error}); "
-                                      "update the pack") from error
 
 
 def _video_like(image, layers, name: str):
@@ -62,7 +52,6 @@ class GenOmnimatteOrderLayersByDepth:
         }}
 
     def order(self, layers, depth_convention, smooth_frames, hysteresis, manual_order, depth=None):
-        ordering = _core("ordering")
         masks = layers.masks if layers.masks is not None else (layers.alpha > 0.5).float()
         depth_video = None if depth is None else _video_like(depth, layers, "depth")[:, :1]
         order = ordering.order_layers(masks.cpu(), None if depth_video is None else depth_video.cpu(),
@@ -91,7 +80,7 @@ class GenOmnimatteCompositeLayers:
             "layers": ("OMNIMATTE_LAYERS", {"tooltip": "The layers (ordered by Order Layers by Depth, or as fitted)."}),
             "detail_transfer": ("BOOLEAN", {"default": True, "tooltip": "Use the input video's pixels where one "
                                                                         "layer owns the pixel (needs 'video')."}),
-            "threshold": ("FLOAT", {"default": 0.98, "min": 0.51, "max": 1.0, "step": 0.01,
+            "threshold": ("FLOAT", {"default": compositing.DETAIL_THRESHOLD, "min": 0.51, "max": 1.0, "step": 0.01,
                                     "tooltip": "Composited opacity from which a layer owns a pixel for detail "
                                                "transfer (1.0 = the paper's 'reaches 1')."}),
         }, "optional": {
@@ -101,7 +90,6 @@ class GenOmnimatteCompositeLayers:
         }}
 
     def composite(self, layers, detail_transfer, threshold, video=None, new_background=None):
-        compositing = _core("compositing")
         if detail_transfer and video is None:
             raise ValueError("detail_transfer needs the original video: connect 'video' or turn detail_transfer off")
         if detail_transfer:
@@ -158,7 +146,6 @@ class GenOmnimatteEditLayers:
 
     def edit(self, layers, drop_layers, order, layer, shift_frames, speed, fade_in, fade_out, opacity,
              new_background=None, background_fit="cover"):
-        editing = _core("editing")
         if new_background is not None:
             layers = editing.with_background(layers, image_to_video(new_background, "new_background"),
                                              fit=background_fit)

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import torch
 
+from ..omnimatte_core.export import checkerboard
 from . import comfy_integration as comfy
-from .tensors import checkerboard
+
+# Grey levels of the node's checkerboard (lighter than the exported previews' 0.4 / 0.6, as the node always drew it).
+PREVIEW_SHADES = (0.6, 0.85)
 
 CATEGORY = "Generative Omnimatte/Output"
 ALPHA_VIDEO_CHOICES = ("webm", "prores", "webm + prores", "none")
@@ -72,7 +75,7 @@ class GenOmnimattePreviewLayers:
     def preview(self, layers, square, include_background):
         rgb, alpha = layers.rgb.float().cpu(), layers.alpha.float().cpu()
         h, w = layers.size
-        board = checkerboard(h, w, square)
+        board = checkerboard(h, w, square, PREVIEW_SHADES)
         tiles = [alpha[i] * rgb[i] + (1 - alpha[i]) * board for i in range(layers.num_layers)]  # [T,3,H,W] each
         if include_background:
             tiles.insert(0, layers.background.float().cpu())

@@ -80,10 +80,3 @@ def stack_to_mask(stack: torch.Tensor) -> torch.Tensor:
     """``[N,T,1,H,W]`` → object-major MASK ``[N·T,H,W]``."""
     return stack.detach().float().flatten(0, 1)[:, 0].contiguous().cpu().clamp(0.0, 1.0)
 
-
-def checkerboard(height: int, width: int, square: int = 16) -> torch.Tensor:
-    """``[3,H,W]`` light/dark grey checkerboard (transparency preview)."""
-    yy = torch.arange(height).div(square, rounding_mode="floor")
-    xx = torch.arange(width).div(square, rounding_mode="floor")
-    board = ((yy[:, None] + xx[None, :]) % 2).float() * 0.25 + 0.6
-    return board.expand(3, height, width)

@@ -30,6 +30,9 @@ import torch
 
 from .layers import Layers, check_order
 
+DETAIL_THRESHOLD = 0.98
+"""Composited opacity from which a layer owns a pixel for detail transfer (the paper: "reaches 1"; 0.98 also catches
+the nearly opaque pixels a fit produces)."""
 _CHUNK_ELEMENTS = 1 << 26  # per-chunk work (layers x frames x pixels); bounds temporaries on long HD clips
 
 
@@ -132,7 +135,7 @@ class DetailTransfer:
         return float(covered.float().mean())
 
 
-def detail_transfer(layers: Layers, video: torch.Tensor, *, threshold: float = 0.98,
+def detail_transfer(layers: Layers, video: torch.Tensor, *, threshold: float = DETAIL_THRESHOLD,
                     opaque_inside_masks: bool = False, into_background: bool = True) -> DetailTransfer:
     """Write the input video's detail into the layers where one layer alone makes the pixel (see module doc).
 

@@ -42,7 +42,7 @@ from .clean_plate import SOLO_DILATION, CleanPlate, _masked_temporal_median, est
 from .masks import MASK_DILATION, dilate_masks
 from .removal import Removal
 
-__all__ = ["ROUND_FIT_PRESET", "EffectAwareRemoval", "effect_aware_removal", "motion_ownership", "uncomposite",
+__all__ = ["PLATE_ROUNDS", "ROUND_FIT_PRESET", "EffectAwareRemoval", "effect_aware_removal", "motion_ownership", "uncomposite",
            "object_shifts"]
 
 ALPHA_THRESHOLD = 0.05
@@ -53,6 +53,9 @@ OWNERSHIP_FLOOR = 0.05
 _SMOOTH = 5  # box width in pixels over which motion residuals are averaged
 
 
+PLATE_ROUNDS = 1
+"""Plate ↔ layers rounds by default (the node's and the main command's): one round takes most of the other objects'
+effects out of each solo; 0 is the plain clean plate."""
 ROUND_FIT_PRESET = "preview"
 """The fit preset the Clean Plate node gives the plate ↔ layers rounds, and the main command's default preset: these
 layers only locate the other objects' effects, so the quick preset serves."""
@@ -206,7 +209,7 @@ def _fit(solos, background, masks, fit_size, fit_kwargs):
     return fitted, resize_video(fitted.rgb, size, "bilinear"), resize_video(fitted.alpha, size, "bilinear")
 
 
-def effect_aware_removal(video: torch.Tensor, masks: torch.Tensor, *, rounds: int = 1,
+def effect_aware_removal(video: torch.Tensor, masks: torch.Tensor, *, rounds: int = PLATE_ROUNDS,
                          plate_dilate: int = MASK_DILATION, solo_dilate: int = SOLO_DILATION,
                          alpha_threshold: float = ALPHA_THRESHOLD, claim_dilate: int = 3,
                          fit_size: tuple[int, int] | None = None, fit_kwargs: dict | None = None,

@@ -208,11 +208,18 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
-def checkerboard(height: int, width: int, square: int = 16) -> torch.Tensor:
-    """``[3, H, W]`` grey checkerboard (0.4 / 0.6) in 0..1: the usual backdrop that shows transparency."""
+CHECKER_SHADES = (0.4, 0.6)
+"""Grey levels (0..1) of the dark and the light squares in exported previews and the overview picture."""
+
+
+def checkerboard(height: int, width: int, square: int = 16,
+                 shades: tuple[float, float] = CHECKER_SHADES) -> torch.Tensor:
+    """``[3, H, W]`` grey checkerboard in 0..1, the usual backdrop that shows transparency: ``square``-pixel squares
+    alternating between ``shades = (dark, light)``, dark at the top-left corner."""
+    dark, light = shades
     yy = torch.arange(height)[:, None] // square
     xx = torch.arange(width)[None, :] // square
-    return (((yy + xx) % 2).float() * 0.2 + 0.4).expand(3, height, width)
+    return (((yy + xx) % 2).float() * (light - dark) + dark).expand(3, height, width)
 
 
 def _write_png_sequence(folder: Path, stem: str, frames: np.ndarray, tick) -> list[str]:

@@ -23,10 +23,13 @@ import torch.nn.functional as F
 
 from .fit import FittedLayers, fit_layers_full_res
 
-__all__ = ["RESAMPLERS", "resize_video", "check_upscaled_video", "upscale_removal_outputs", "solos_with_input_detail",
-           "upscale_and_refine"]
+__all__ = ["BASE_LONG_SIDE", "RESAMPLERS", "base_size", "resize_video", "check_upscaled_video",
+           "upscale_removal_outputs", "solos_with_input_detail", "upscale_and_refine"]
 
 RESAMPLERS = ("bilinear", "bicubic", "lanczos", "area", "nearest")
+BASE_LONG_SIDE = 672
+"""The longest side of the base-resolution fit (Casper's working width): larger inputs are fitted at most this large
+first, then get the full-resolution fit."""
 _CHUNK_FRAMES = 8
 """Frames resized at once: bounds the temporary memory of a 1080p resize to a few hundred MB."""
 
@@ -39,6 +42,14 @@ def _check_size(size) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ValueError(f"size must be positive (height, width), got {size!r}")
     return h, w
+
+
+def base_size(size: tuple[int, int], long_side: int = BASE_LONG_SIDE) -> tuple[int, int]:
+    """The base-resolution ``(height, width)`` of a video of ``size = (H, W)``: scaled down (never up) so that its
+    longer side is at most ``long_side``, aspect kept, at least 8 pixels a side."""
+    h, w = size
+    scale = min(1.0, long_side / max(h, w))
+    return max(8, round(h * scale)), max(8, round(w * scale))
 
 
 def _resize_chunk(x: torch.Tensor, size: tuple[int, int], resampler: str) -> torch.Tensor:

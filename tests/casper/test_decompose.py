@@ -1,4 +1,4 @@
-"""The README's main command, `python -m omnimatte_core.demo`, on a tiny scene and on a user's own files."""
+"""The README's main command, `python -m casper_core.decompose`, on a tiny scene and on a user's own files."""
 import io
 import json
 import math
@@ -8,19 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
-from omnimatte_core import demo
+from casper_core import decompose
 from omnimatte_core.synthetic import make_scene
 
 TINY = dict(num_objects=2, frames=6, height=48, width=80, effects=("shadow", "reflection"))
 
 
 def _run(argv, monkeypatch):
-    monkeypatch.setattr(demo, "DEMO_SCENE", TINY)
-    parser = demo.build_parser()
+    monkeypatch.setattr(decompose, "DEMO_SCENE", TINY)
+    parser = decompose.build_parser()
     args = parser.parse_args(argv)
-    demo.check_args(parser, args)
+    decompose.check_args(parser, args)
     stream = io.StringIO()
-    return demo.run(args, stream=stream), stream.getvalue()
+    return decompose.run(args, stream=stream), stream.getvalue()
 
 
 def test_synthetic_demo_end_to_end(tmp_path, monkeypatch, capsys):
@@ -99,9 +99,9 @@ def test_demo_on_user_files(tmp_path, monkeypatch):
     ["--casper-base", "base"],                             # weights missing
 ])
 def test_bad_arguments_exit_before_work(argv, capsys):
-    parser = demo.build_parser()
+    parser = decompose.build_parser()
     with pytest.raises(SystemExit) as exit_info:
-        demo.check_args(parser, parser.parse_args(argv))
+        decompose.check_args(parser, parser.parse_args(argv))
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
 
@@ -175,12 +175,12 @@ def test_demo_full_resolution_path_and_depth_file(tmp_path, monkeypatch):
 
 
 def _main_without_work(argv, monkeypatch, capsys):
-    """``demo.main(argv)`` with the pipeline replaced by a tripwire: the checks must stop it before any work."""
+    """``decompose.main(argv)`` with the pipeline replaced by a tripwire: the checks must stop it before any work."""
     def tripwire(args, stream=None):
         raise AssertionError("the pipeline started although an option was unusable")
-    monkeypatch.setattr(demo, "run", tripwire)
+    monkeypatch.setattr(decompose, "run", tripwire)
     with pytest.raises(SystemExit) as exit_info:
-        demo.main(argv)
+        decompose.main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err  # one line, no usage text
@@ -221,7 +221,7 @@ def test_output_paths_are_checked_before_the_fit(tmp_path, monkeypatch, capsys):
 
 
 def test_missing_codec_is_refused_before_the_fit(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo.export, "available_formats",
+    monkeypatch.setattr(decompose.export, "available_formats",
                         lambda: {"png": True, "prores": False, "webm": True, "preview": True})
     err = _main_without_work(["--out", str(tmp_path), "--formats", "png", "prores"], monkeypatch, capsys)
     assert "--formats prores" in err and "cannot write" in err
@@ -243,19 +243,19 @@ def test_depth_of_another_size_is_refused_before_the_fit(tmp_path, monkeypatch, 
 def test_unexpected_errors_are_one_line_unless_asked(tmp_path, monkeypatch, capsys):
     def broken(args, stream=None):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
-    monkeypatch.setattr(demo, "run", broken)
-    assert demo.main(["--out", str(tmp_path)]) == 2
+    monkeypatch.setattr(decompose, "run", broken)
+    assert decompose.main(["--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB" in err
     with pytest.raises(RuntimeError, match="out of memory"):
-        demo.main(["--out", str(tmp_path), "--traceback"])
+        decompose.main(["--out", str(tmp_path), "--traceback"])
 
 
 def test_summary_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, monkeypatch):
     # An exact reconstruction has an infinite PSNR; a degenerate metric can be NaN. Both become null in the file.
     values = iter([float("inf"), float("nan")])
-    monkeypatch.setattr(demo.metrics, "psnr", lambda *a, **k: next(values, 30.0))
+    monkeypatch.setattr(decompose.metrics, "psnr", lambda *a, **k: next(values, 30.0))
     summary, _ = _run(["--out", str(tmp_path), "--steps", "2", "--formats", "png", "preview"], monkeypatch)
     assert math.isinf(summary["reconstruction_psnr"]["fit"])  # the returned summary keeps the numbers
 

@@ -59,3 +59,14 @@ def test_bad_masks_are_refused_before_the_model_runs():
         remove_objects(pipeline, video, masks[:, :4])
     with pytest.raises(ValueError, match=r"solos are \[2, 5, 3, 16, 32\] but background is \[5, 3, 8, 8\]"):
         Removal(background=torch.zeros(5, 3, 8, 8), solos=torch.zeros(2, 5, 3, 16, 32))
+
+
+def test_the_fit_base_size_is_caspers_working_size():
+    # Two constants that cannot share one source (omnimatte_core never imports casper_core): the layer side fits at
+    # most Casper's long side first, so Casper's outputs are fitted at their own size.
+    from casper_core.defaults import WORK_SIZE, working_size
+    from omnimatte_core.upsample import BASE_LONG_SIDE, base_size
+
+    assert max(WORK_SIZE) == BASE_LONG_SIDE
+    assert base_size((1080, 1920)) == (378, 672) and working_size((1080, 1920)) == (384, 672)
+    assert working_size((1920, 1080)) == (672, 384)
