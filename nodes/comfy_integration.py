@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
-# Where ComfyUI users already keep CogVideoX(-Fun) base models, and our own folder for the Casper transformer.
-# The names match casper_core.model_files (tested), which holds the path logic shared with the command line.
+from ..casper_core.release_format import BASE_MODEL_ID, BASE_MODEL_NAME, CASPER_WEIGHTS_NAME
+
+# Where ComfyUI users already keep CogVideoX(-Fun) base models, and our own folder for the Casper transformer. The
+# command line takes the two paths directly, so this module is the one place that lists and resolves model folders.
 BASE_MODEL_FOLDER_NAMES = ("CogVideoX_Fun", "CogVideo", "diffusers")
 CASPER_FOLDER_NAME = "casper"
 CASPER_WEIGHT_EXTENSIONS = {".safetensors"}
@@ -174,9 +176,7 @@ def folder_roots(name: str) -> list[Path]:
 
 
 # What Load Casper Model needs, said the same way by every missing-model message (the README's 'Model files').
-BASE_MODEL_ID = "alibaba-pai/CogVideoX-Fun-V1.5-5b-InP"
-BASE_MODEL_DEFAULT = "CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP"
-CASPER_WEIGHTS_DEFAULT = "casper_cogvideox_fun_v1.5.safetensors"
+BASE_MODEL_DEFAULT = f"{BASE_MODEL_FOLDER_NAMES[0]}/{BASE_MODEL_NAME}"
 CASPER_WEIGHTS_SOURCE = ("the CogVideoX-Fun-V1.5 Casper transformer, a .safetensors file linked under 'Casper model "
                          "weights' in github.com/gen-omnimatte/gen-omnimatte-public")
 
@@ -190,23 +190,47 @@ def missing_models_message(problem: str = "") -> str:
         f"text_encoder/, tokenizer/, scheduler/) → ComfyUI/models/{BASE_MODEL_DEFAULT}/ "
         f"(models/{BASE_MODEL_FOLDER_NAMES[1]}/ and models/{BASE_MODEL_FOLDER_NAMES[2]}/ are searched too);",
         f"2. the Casper weights: {CASPER_WEIGHTS_SOURCE} → ComfyUI/models/{CASPER_FOLDER_NAME}/"
-        f"{CASPER_WEIGHTS_DEFAULT}.",
+        f"{CASPER_WEIGHTS_NAME}.",
         "Then refresh the node definitions (press R, or reload the page) and pick them in Load Casper Model. "
         "See the README, 'Model files'.",
     ]
     return "\n".join(lines)
 
 
+def _entries(folder_name: str, accept) -> list[str]:
+    """Names of the children of every ``folder_name`` root that ``accept(path)``, root by root, each sorted."""
+    found = []
+    for root in folder_roots(folder_name):
+        if root.is_dir():
+            found += [child.name for child in sorted(root.iterdir()) if accept(child)]
+    return found
+
+
+def _locate(folder_name: str, name: str, accept, problem) -> Path:
+    """The first ``root / name`` of the ``folder_name`` roots that ``accept(path)``; else ``FileNotFoundError``
+    with ``problem(where)`` (``where``: the roots searched) and what Casper needs."""
+    for root in folder_roots(folder_name):
+        if accept(root / name):
+            return root / name
+    where = ", ".join(str(r) for r in folder_roots(folder_name))
+    raise FileNotFoundError(missing_models_message(problem(where)))
+
+
+def _is_base_model(path: Path) -> bool:
+    return path.is_dir() and (path / "transformer").is_dir()
+
+
+def _is_casper_weights(path: Path) -> bool:
+    """A ``.safetensors`` file, or a diffusers transformer folder (``config.json`` in it or in ``transformer/``)."""
+    if path.is_file():
+        return path.suffix.lower() in CASPER_WEIGHT_EXTENSIONS
+    return path.is_dir() and ((path / "config.json").is_file() or (path / "transformer" / "config.json").is_file())
+
+
 def list_base_models() -> list[str]:
     """Base model folders as ``<folder name>/<model name>`` for the dropdown (inpaint CogVideoX folders first)."""
-    found = []
-    for folder_name in BASE_MODEL_FOLDER_NAMES:
-        for root in folder_roots(folder_name):
-            if not root.is_dir():
-                continue
-            for child in sorted(root.iterdir()):
-                if child.is_dir() and (child / "transformer").is_dir():
-                    found.append(f"{folder_name}/{child.name}")
+    found = [f"{folder_name}/{name}" for folder_name in BASE_MODEL_FOLDER_NAMES
+             for name in _entries(folder_name, _is_base_model)]
     return sorted(set(found), key=found.index)
 
 
@@ -215,37 +239,20 @@ def resolve_base_model(choice: str) -> Path:
     folder_name, _, model = str(choice).partition("/")
     if folder_name not in BASE_MODEL_FOLDER_NAMES or not model or "/" in model or model in (".", ".."):
         raise ValueError(f"base_model must be '<{'|'.join(BASE_MODEL_FOLDER_NAMES)}>/<model folder>', got {choice!r}")
-    for root in folder_roots(folder_name):
-        if (root / model).is_dir():
-            return root / model
-    where = ", ".join(str(r) for r in folder_roots(folder_name))
-    raise FileNotFoundError(missing_models_message(f"base_model {choice!r}: no folder {model!r} under {where}."))
+    return _locate(folder_name, model, Path.is_dir,
+                   lambda where: f"base_model {choice!r}: no folder {model!r} under {where}.")
 
 
 def list_casper_weights() -> list[str]:
     """Casper weights under ``models/casper/``: ``.safetensors`` files and diffusers transformer folders."""
-    found = []
-    for root in folder_roots(CASPER_FOLDER_NAME):
-        if not root.is_dir():
-            continue
-        for child in sorted(root.iterdir()):
-            if child.is_file() and child.suffix.lower() in CASPER_WEIGHT_EXTENSIONS:
-                found.append(child.name)
-            elif child.is_dir() and ((child / "config.json").is_file()
-                                     or (child / "transformer" / "config.json").is_file()):
-                found.append(child.name)
-    return sorted(set(found))
+    return sorted(set(_entries(CASPER_FOLDER_NAME, _is_casper_weights)))
 
 
 def resolve_casper_weights(choice: str) -> Path:
     name = str(choice)
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"casper_weights must be a file or folder name inside models/casper/, got {choice!r}")
-    for root in folder_roots(CASPER_FOLDER_NAME):
-        if (root / name).exists():
-            return root / name
-    where = ", ".join(str(r) for r in folder_roots(CASPER_FOLDER_NAME))
-    raise FileNotFoundError(missing_models_message(f"casper_weights {choice!r} is not in {where}."))
+    return _locate(CASPER_FOLDER_NAME, name, Path.exists, lambda where: f"casper_weights {choice!r} is not in {where}.")
 
 
 def output_dir() -> Path:
@@ -254,13 +261,6 @@ def output_dir() -> Path:
     if fp is not None and hasattr(fp, "get_output_directory"):
         return Path(fp.get_output_directory())
     return Path(os.environ.get("COMFYUI_OUTPUT_DIR", "output"))
-
-
-def temp_dir() -> Path:
-    fp = _folder_paths()
-    if fp is not None and hasattr(fp, "get_temp_directory"):
-        return Path(fp.get_temp_directory())
-    return Path(os.environ.get("COMFYUI_TEMP_DIR", "temp"))
 
 
 # --------------------------------------------------------------------------------------------------------------------

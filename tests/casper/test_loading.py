@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from casper_core import testing
+from casper_core import release_format, testing
 from casper_core.attention import SDPAKernelAttnProcessor
 from casper_core.loading import load_casper_components, resolve_dtype
 from torch.nn.attention import SDPBackend
@@ -49,7 +49,7 @@ def test_release_folder_has_the_release_files(release):
     assert transformer_config["add_noise_in_inpaint_model"] is True
     assert (transformer_config["in_channels"], transformer_config["out_channels"]) == (33, 16)
     assert (transformer_config["patch_size"], transformer_config["patch_size_t"]) == (2, 2)
-    assert set(transformer_config) == set(testing.RELEASE_TRANSFORMER_CONFIG)
+    assert set(transformer_config) == set(release_format.RELEASE_TRANSFORMER_CONFIG)
     scheduler = json.loads((base / "scheduler/scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == "v_prediction" and scheduler["rescale_betas_zero_snr"] is True
     assert scheduler["timestep_spacing"] == "trailing" and scheduler["beta_schedule"] == "scaled_linear"
@@ -278,23 +278,6 @@ def test_fused_qkv_projections_compute_the_same(release):
     torch.testing.assert_close(fused, separate, rtol=1e-5, atol=1e-5)
 
 
-def test_model_files_are_found_in_comfyui_folders(release, tmp_path):
-    from casper_core.model_files import find_base_models, find_casper_weights
-
-    models = tmp_path / "models"
-    shutil.copytree(release.base_dir, models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP")
-    (models / "diffusers" / "not-a-model").mkdir(parents=True)
-    (models / "casper").mkdir()
-    shutil.copy(release.casper_weights, models / "casper" / "casper.safetensors")
-    (models / "casper" / "notes.txt").write_text("not weights")
-    assert find_base_models([models, tmp_path / "absent"]) == [models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP"]
-    assert find_casper_weights(models) == [models / "casper" / "casper.safetensors"]
-    # a base model folder whose transformer is not the 33-channel inpaint one is not offered
-    config_path = models / "CogVideoX_Fun" / "CogVideoX-Fun-V1.5-5b-InP" / "transformer" / "config.json"
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "in_channels": 16}))
-    assert find_base_models(models) == []
-
-
 def test_a_non_inpaint_base_model_is_refused(release, tmp_path):
     base = _copy_base(release, tmp_path)
     config_path = base / "transformer" / "config.json"
@@ -352,7 +335,7 @@ def test_importing_casper_core_needs_neither_diffusers_nor_transformers():
 
     code = (
         "import sys, casper_core, casper_core.loading, casper_core.memory, casper_core.attention, "
-        "casper_core.model_files, casper_core.testing\n"
+        "casper_core.release_format, casper_core.removal, casper_core.testing\n"
         "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
