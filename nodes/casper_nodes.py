@@ -6,6 +6,7 @@ torch, so it works in a ComfyUI without diffusers.
 from __future__ import annotations
 
 from ..casper_core import defaults
+from ..casper_core.attention import ATTENTION_BACKENDS
 from ..casper_core.memory import MEMORY_MODES
 from ..casper_core.removal import removal_from_result
 from ..casper_core.shared import MASK_DILATION
@@ -13,7 +14,6 @@ from . import comfy_integration as comfy
 from .tensors import image_to_video, object_masks as to_object_masks, stack_to_image, video_to_image
 
 CATEGORY = "Generative Omnimatte/Casper"
-ATTENTION_BACKENDS = ("auto", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math")
 # The only choice of an empty dropdown. Picking it runs into a text error at run time (see VALIDATE_INPUTS).
 NO_BASE_MODEL = "(none found: put CogVideoX-Fun-V1.5-5b-InP into models/CogVideoX_Fun)"
 NO_CASPER_WEIGHTS = "(none found: put the Casper .safetensors into models/casper)"
@@ -51,8 +51,10 @@ class GenOmnimatteLoadCasperModel:
                                                                "model_cpu_offload (16-24 GB GPUs), fp8 modes, "
                                                                "group/sequential offload (smallest GPUs, slowest)."}),
             "attention_backend": (list(ATTENTION_BACKENDS), {"default": "auto",
-                                                             "tooltip": "Scaled-dot-product attention kernel; auto "
-                                                                        "picks cuDNN on Hopper, else PyTorch's choice."}),
+                                                             "tooltip": "Attention kernel: auto picks cuDNN on Hopper, "
+                                                                        "else PyTorch's choice; sage = SageAttention "
+                                                                        "(pip install sageattention; CUDA; 8-bit, "
+                                                                        "faster, slightly different results)."}),
             "vae_tiling": ("BOOLEAN", {"default": True, "tooltip": "Encode/decode the VAE in tiles (lower peak memory, "
                                                                    "same result up to tile seams)."}),
         }, "optional": {
@@ -61,6 +63,15 @@ class GenOmnimatteLoadCasperModel:
                 "tooltip": "Off: Casper weights that replace fewer than 90 % of the transformer's tensors are refused "
                            "(such a file, e.g. a LoRA or a checkpoint with other key names, would leave the base "
                            "model running). On: load a partial file on purpose; the base model fills in the rest."}),
+            "compile": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "torch.compile each transformer block (CUDA + Triton): faster steps; the first run of each "
+                           "new size compiles for several seconds (cached afterwards). Not with sequential_offload or "
+                           "the fp8 storage modes."}),
+            "fp8_compute": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "Matrix products of the transformer blocks in fp8 (GPUs of compute capability 8.9+: RTX 40, "
+                           "H100, newer): faster with compile, half the weight memory, slightly different results."}),
         }}
 
     @classmethod
@@ -73,7 +84,7 @@ class GenOmnimatteLoadCasperModel:
         return True
 
     def load(self, base_model, casper_weights, dtype, memory_mode, attention_backend, vae_tiling,
-             allow_partial_weights=False):
+             allow_partial_weights=False, compile=False, fp8_compute=False):  # noqa: A002  (the widget's name)
         # 1. Cheap checks first: folders and file layout, before any weight is read
         _check_model_choices(base_model, casper_weights)
         base_dir = comfy.resolve_base_model(base_model)
@@ -91,7 +102,8 @@ class GenOmnimatteLoadCasperModel:
         comfy.free_memory()
         pipeline = loading.load_casper_pipeline(base_dir, weights, dtype=dtype, memory_mode=memory_mode,
                                                 device=comfy.torch_device(), attention_backend=attention_backend,
-                                                vae_tiling=vae_tiling, allow_partial=bool(allow_partial_weights))
+                                                vae_tiling=vae_tiling, allow_partial=bool(allow_partial_weights),
+                                                compile=bool(compile), fp8_compute=bool(fp8_compute))
         return (pipeline,)
 
 

@@ -186,3 +186,19 @@ def test_casper_remove_runs_without_comfyui_progress(pack, models_dir, monkeypat
                                                                    WIDTH, HEIGHT)
     assert background.shape == video.shape
     assert previews[0] is not None and previews[0].shape == (HEIGHT, WIDTH, 3) and previews[-1] is None
+
+
+def test_speed_options_reach_the_loader_and_are_refused_on_the_cpu(pack, models_dir, monkeypatch):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(models_dir))
+    load = pack.NODE_CLASS_MAPPINGS["GenOmnimatteLoadCasperModel"]
+    spec = load.INPUT_TYPES()
+    for name in ("compile", "fp8_compute"):
+        assert spec["optional"][name][0] == "BOOLEAN" and spec["optional"][name][1]["default"] is False
+    assert "sage" in spec["required"]["attention_backend"][0]
+    args = ("CogVideoX_Fun/CogVideoX-Fun-V1.5-5b-InP", "casper_cogvideox_fun_v1.5.safetensors", "fp32", "gpu")
+    with pytest.raises(ValueError, match="compile needs a CUDA GPU"):
+        load().load(*args, "auto", False, compile=True)
+    with pytest.raises(ValueError, match=r"fp8_compute needs a CUDA GPU of compute capability ≥ 8\.9"):
+        load().load(*args, "auto", False, fp8_compute=True)
+    with pytest.raises(ValueError, match="'sage'.*only on CUDA GPUs"):
+        load().load(*args, "sage", False)
