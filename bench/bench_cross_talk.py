@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from casper_core.decompose import DEMO_PRESET, DEMO_SCENE
 from omnimatte_core import metrics
+from omnimatte_core.demo_scene import DEMO_PRESET, DEMO_SCENE
 from omnimatte_core.effect_aware import effect_aware_removal
 from omnimatte_core.fit import fit_layers
 from omnimatte_core.synthetic import make_scene

@@ -31,7 +31,8 @@ import torch
 
 from omnimatte_core import compositing, export, metrics, ordering
 from omnimatte_core.compositing import DETAIL_THRESHOLD
-from omnimatte_core.effect_aware import PLATE_ROUNDS, ROUND_FIT_PRESET, effect_aware_removal
+from omnimatte_core.demo_scene import DEMO_PRESET, DEMO_SCENE
+from omnimatte_core.effect_aware import PLATE_ROUNDS, effect_aware_removal
 from omnimatte_core.fit import fit_layers
 from omnimatte_core.layers import Layers
 from omnimatte_core.overview import write_figure
@@ -40,12 +41,6 @@ from omnimatte_core.upsample import BASE_LONG_SIDE, base_size, resize_video, ups
 
 from . import defaults
 from .memory import MEMORY_MODES
-
-DEMO_SCENE = dict(num_objects=2, frames=24, height=128, width=224, effects=("shadow", "reflection"))
-"""The built-in scene: two objects, one casting a shadow and one reflected in water, 24 frames of 128×224."""
-DEMO_PRESET = ROUND_FIT_PRESET
-"""The quick preset ("preview"): its steps keep the whole synthetic demo around 2 minutes on 2 CPU cores, two fits included (one in
-the clean-plate stage's plate ↔ layers round, ``--plate-rounds 0`` skips it); the demo prints its time per stage."""
 
 
 # --------------------------------------------------------------------------------------------------------------------

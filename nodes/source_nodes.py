@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..omnimatte_core.demo_scene import DEMO_SCENE
 from .tensors import mask_to_video, stack_to_mask, video_to_image
 
 CATEGORY = "Generative Omnimatte/Inputs"
@@ -32,11 +33,12 @@ class GenOmnimatteDemoScene:
         return {"required": {
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                              "tooltip": "Fixes photos, shapes, paths and depths: same seed, same scene."}),
-            "num_objects": ("INT", {"default": 2, "min": 1, "max": 3,
+            "num_objects": ("INT", {"default": DEMO_SCENE["num_objects"], "min": 1, "max": 3,
                                     "tooltip": "1: with a shadow; 2: + one with a reflection; 3: + one with dust."}),
-            "frames": ("INT", {"default": 24, "min": 1, "max": 200, "tooltip": "Number of frames."}),
-            "width": ("INT", {"default": 224, "min": 16, "max": 2048, "step": 8, "tooltip": "Frame width in pixels."}),
-            "height": ("INT", {"default": 128, "min": 16, "max": 2048, "step": 8,
+            "frames": ("INT", {"default": DEMO_SCENE["frames"], "min": 1, "max": 200, "tooltip": "Number of frames."}),
+            "width": ("INT", {"default": DEMO_SCENE["width"], "min": 16, "max": 2048, "step": 8,
+                              "tooltip": "Frame width in pixels."}),
+            "height": ("INT", {"default": DEMO_SCENE["height"], "min": 16, "max": 2048, "step": 8,
                                "tooltip": "Frame height in pixels."}),
             "camera": (["static", "pan"], {"default": "static",
                                            "tooltip": "static: a locked-off shot (Clean Plate works); pan: the view "

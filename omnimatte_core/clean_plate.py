@@ -221,7 +221,8 @@ def _inpaint(plate: torch.Tensor, hole: torch.Tensor, radius: int) -> torch.Tens
 
 
 def estimate_clean_plate(video: torch.Tensor, masks: torch.Tensor, *, dilate: int = MASK_DILATION,
-                         inpaint_radius: int = 5, allow_camera_motion: bool = False, max_camera_motion: float = 1.0) -> CleanPlate:
+                         inpaint_radius: int = 5, allow_camera_motion: bool = False,
+                         max_camera_motion: float = 1.0) -> CleanPlate:
     """A clean background plate from a locked-off clip and its object masks (see the module doc).
 
     Args:

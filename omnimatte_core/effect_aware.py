@@ -42,8 +42,8 @@ from .clean_plate import SOLO_DILATION, CleanPlate, _masked_temporal_median, est
 from .masks import MASK_DILATION, dilate_masks
 from .removal import Removal
 
-__all__ = ["PLATE_ROUNDS", "ROUND_FIT_PRESET", "EffectAwareRemoval", "effect_aware_removal", "motion_ownership", "uncomposite",
-           "object_shifts"]
+__all__ = ["PLATE_ROUNDS", "ROUND_FIT_PRESET", "EffectAwareRemoval", "effect_aware_removal", "motion_ownership",
+           "uncomposite", "object_shifts"]
 
 ALPHA_THRESHOLD = 0.05
 """A fitted alpha this much above a pixel's least-claimed frame takes the frame out of the plate's median; the level of
