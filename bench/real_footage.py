@@ -43,8 +43,9 @@ import numpy as np
 import torch
 
 from omnimatte_core import export, metrics
-from omnimatte_core.clean_plate import CameraMotionError, dilate_masks, estimate_clean_plate, solo_videos
+from omnimatte_core.clean_plate import CameraMotionError, estimate_clean_plate, solo_videos
 from omnimatte_core.fit import fit_layers
+from omnimatte_core.masks import MASK_DILATION, dilate_masks
 from omnimatte_core.upsample import resize_video
 from omnimatte_core.video_io import read_masks, read_video
 
@@ -107,7 +108,7 @@ def _grey_u8(frame: torch.Tensor) -> np.ndarray:
 def pair_motion(video: torch.Tensor, masks: torch.Tensor) -> list[np.ndarray]:
     """Similarity transforms ``[2,3]`` mapping frame t onto frame t+1 (ORB outside the 11-px-dilated masks,
     RANSAC); one per consecutive pair."""
-    covered = dilate_masks(masks.bool().any(dim=0), 11)[:, 0].numpy()
+    covered = dilate_masks(masks.bool().any(dim=0), MASK_DILATION)[:, 0].numpy()
     orb = cv2.ORB_create(3000)
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
     features = []
