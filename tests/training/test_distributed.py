@@ -8,7 +8,12 @@ from .conftest import tiny_config
 def _train_in_process(release_dir, set_dir, out_dir):
     """Run by each of the launched processes: train, then save what this process's replica holds."""
     from accelerate import PartialState
+    from accelerate.state import AcceleratorState
     from safetensors.torch import save_file
+
+    # The processes are forked from pytest: drop the single-process state earlier tests left in accelerate's
+    # singletons, so this process joins the 2-process group the launcher set up.
+    AcceleratorState._reset_state(reset_partial_state=True)
 
     from casper_core.training.components import load_training_components
     from casper_core.training.trainer import train
