@@ -157,6 +157,7 @@ def build_trimask_jobs(
     *,
     dilate: int = MASK_DILATION,
     size: tuple[int, int] | None = None,
+    occluders=None,
 ) -> TrimaskJobs:
     """Build the clean-background job and one solo job per object (for more than one object).
 
@@ -166,6 +167,19 @@ def build_trimask_jobs(
             outside 0..1 (a 0..255 mask) are refused.
         dilate: width in pixels of the square dilation footprint (at the output size); 0 disables.
         size: ``(height, width)`` of the trimasks; the masks are area-resized to it. None keeps the video's size.
+        occluders: the occluded-foreground recipe (see `occluders_per_object`): which objects occlude which, as a
+            front-to-back order of all objects (``[2, 0, 1]``: object 2 nearest) or as one list per object of the
+            objects in front of it (``{0: [1]}`` or ``[[1], []]``). None (default): every other object wins where
+            dilated masks overlap, as released.
+
+    The occluded-foreground recipe (supplement, Sec. A and its Fig. 2, "Handling occluded foreground"): when
+    something in front of an object hides part of it (a pole in front of a dog), give the occluder a mask of its
+    own and remove it in the object's solo job as an extra object. Casper then completes the hidden part of the
+    object, and the layer fit gets a solo video and a clean background without the occluder, so the object's
+    layer comes out whole. With `occluders`, solo job i removes the objects in front of object i *over* object i's
+    own (dilated) mask too — that is where they hide it — while objects behind object i are removed only outside
+    object i's mask, so the parts of object i that cover them are kept. The background job removes every object
+    either way.
 
     Returns:
         `TrimaskJobs`: names ``["background", "solo_0", …]``, trimasks ``[J,T,h,w]`` in {0, 0.5, 1}.
@@ -194,6 +208,7 @@ def build_trimask_jobs(
     if size is not None:
         masks = _area_resize(masks, size)
     objects = dilate_masks(masks >= MASK_THRESHOLD, dilate)  # [N,T,h,w] bool
+    in_front = None if occluders is None else occluders_per_object(occluders, objects.shape[0])
 
     any_object = objects.any(dim=0)
     background = torch.where(any_object, REMOVE, NEUTRAL)
@@ -202,11 +217,77 @@ def build_trimask_jobs(
         for i in range(objects.shape[0]):
             others = torch.cat([objects[:i], objects[i + 1 :]]).any(dim=0)
             solo = torch.full_like(background, NEUTRAL)
-            solo[objects[i]] = KEEP
-            solo[others] = REMOVE  # written last: remove wins over keep where dilated masks overlap
+            if in_front is None:
+                solo[objects[i]] = KEEP
+                solo[others] = REMOVE  # written last: remove wins over keep where dilated masks overlap
+            else:
+                solo[others] = REMOVE
+                solo[objects[i]] = KEEP  # object i wins over the objects behind it …
+                for j in in_front[i]:
+                    solo[objects[j]] = REMOVE  # … and loses to those in front of it (occluded-foreground recipe)
             names.append(f"solo_{i}")
             trimasks.append(solo)
     return TrimaskJobs(names, torch.stack(trimasks).float())
+
+
+def occluders_per_object(occluders, num_objects: int) -> list[list[int]]:
+    """For each object, the objects in front of it (its occluders), from an order or from per-object lists.
+
+    Args:
+        occluders: a front-to-back order of all objects (a sequence of the ints ``0..N-1``, each once, nearest
+            first: an object's occluders are those before it), or per object the objects in front of it (a
+            ``{object: [occluders]}`` dict, objects not named having none, or a sequence of N sequences).
+        num_objects: N.
+
+    Returns:
+        N lists of object indices. Raises ValueError naming the bad entry.
+    """
+    def index(value, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_objects:
+            raise ValueError(f"occluders: {what} {value!r} is not an object index 0..{num_objects - 1}")
+        return value
+
+    if isinstance(occluders, dict):
+        lists = [[] for _ in range(num_objects)]
+        for target, front in occluders.items():
+            lists[index(target, "object")] = [index(j, f"occluder of object {target}") for j in front]
+    elif isinstance(occluders, (list, tuple)) and all(isinstance(v, (list, tuple)) for v in occluders):
+        if len(occluders) != num_objects:
+            raise ValueError(f"occluders: {len(occluders)} per-object lists, but there are {num_objects} objects")
+        lists = [[index(j, f"occluder of object {i}") for j in front] for i, front in enumerate(occluders)]
+    elif isinstance(occluders, (list, tuple)):
+        order = [index(v, "entry") for v in occluders]
+        if sorted(order) != list(range(num_objects)):
+            raise ValueError(f"occluders: a front-to-back order must name each of the {num_objects} objects once, "
+                             f"got {list(occluders)}")
+        lists = [order[: order.index(i)] for i in range(num_objects)]
+    else:
+        raise TypeError(f"occluders: expected a front-to-back order or per-object lists, got "
+                        f"{type(occluders).__name__}")
+    for i, front in enumerate(lists):
+        if i in front:
+            raise ValueError(f"occluders: object {i} cannot occlude itself")
+    return lists
+
+
+def parse_occluders(text: str):
+    """Occluders from text (node and command line): ``"2,0,1"`` is a front-to-back order, ``"0:1,2; 3:1"`` gives
+    per object the objects in front of it, ``""`` is None (no recipe)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        if ":" not in text:
+            return [int(v) for v in text.replace(" ", "").split(",") if v]
+        lists = {}
+        for part in text.split(";"):
+            if part.strip():
+                target, _, front = part.partition(":")
+                lists[int(target)] = [int(v) for v in front.replace(" ", "").split(",") if v]
+        return lists
+    except ValueError as error:
+        raise ValueError(f"occluders: expected '2,0,1' (front to back) or '0:1,2; 3:1' (object: the objects in "
+                         f"front of it), got {text!r}") from error
 
 
 def _area_resize(values: torch.Tensor, size) -> torch.Tensor:
