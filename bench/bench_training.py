@@ -1,7 +1,7 @@
 """Casper fine-tuning speed and memory on one GPU: the real-size transformer with random weights.
 
 For each mode (LoRA, full) and crop size it builds the CogVideoX-Fun-V1.5-5b-InP transformer and VAE from the
-release configs (`casper_core.testing.RELEASE_*_CONFIG`, random weights), and times the training step the trainer
+release configs (`casper_core.release_format`, random weights), and times the training step the trainer
 runs (`casper_core.training`: the pipeline's 33-channel condition with the VAE, the v-prediction loss, backward,
 gradient clipping, AdamW) on random clips of --frames frames (padded to 85 as in training), in bf16 autocast with
 gradient checkpointing. It reports samples/s, seconds per step and peak memory, and the largest micro-batch that
@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 
-from casper_core.testing import (RELEASE_TRANSFORMER_CONFIG, RELEASE_VAE_CONFIG, tiny_transformer_config,
-                                 tiny_vae_config)
+from casper_core.release_format import RELEASE_SCHEDULER_CONFIG, RELEASE_TRANSFORMER_CONFIG, RELEASE_VAE_CONFIG
+from casper_core.testing import tiny_transformer_config, tiny_vae_config
 from casper_core.training.conditioning import TrimaskConditioning
 from casper_core.training.config import TrainConfig
 from casper_core.training.components import training_scheduler
 from casper_core.training.objective import diffusion_loss
 from casper_core.training.trainer import make_optimizer, prepare_transformer
-from casper_core.testing import RELEASE_SCHEDULER_CONFIG
 
 
 def build(mode: str, tiny: bool, device: torch.device):
