@@ -41,6 +41,8 @@ from omnimatte_core.upsample import BASE_LONG_SIDE, base_size, resize_video, ups
 
 from . import defaults
 from .memory import MEMORY_MODES
+from .pipeline import CasperPipeline
+from .removal import remove_objects
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -161,9 +163,6 @@ def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stage
 
 
 def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
-    from .pipeline import CasperPipeline
-    from .removal import remove_objects
-
     pipe = CasperPipeline.from_pretrained(args.casper_base, args.casper_weights, dtype=args.casper_dtype,
                                           memory_mode=args.memory_mode, device=args.device)
     height, width = args.casper_size if args.casper_size else defaults.working_size(tuple(video.shape[-2:]))

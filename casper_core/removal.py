@@ -23,7 +23,8 @@ def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate
     Args:
         pipeline: a loaded `casper_core.CasperPipeline`.
         video: ``[T,3,H,W]`` float frames in 0..1.
-        masks: ``[N,T,1,H,W]`` (or ``[N,T,H,W]``) object masks, above 0.5 = object, at the video's length and size.
+        masks: ``[N,T,1,H,W]`` (or ``[N,T,H,W]``) object masks in 0..1 at the video's length and size (binarised as
+            by `casper_core.trimask.build_trimask_jobs`).
         dilate: square dilation of the masks in pixels (see `casper_core.trimask.build_trimask_jobs`).
         size: Casper's working ``(height, width)``, multiples of 16; None = `casper_core.defaults.working_size`
             of the video (384×672, or 672×384 for portrait video). The outputs come back at the video's size.
@@ -34,12 +35,13 @@ def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate
         `Removal` with ``background [T,3,H,W]`` and ``solos [N,T,3,H,W]``, float32 on the CPU.
     """
     video = check_video(video)
-    objects = check_masks(masks, video)
+    num_objects = check_masks(masks, video).shape[0]
     frames = video.permute(0, 2, 3, 1)  # the raw call's [T,H,W,3]
-    jobs = build_trimask_jobs(frames, objects[:, :, 0], dilate=dilate)
+    # the masks as given: the trimask binarises them itself (at 240/255, as the reference)
+    jobs = build_trimask_jobs(frames, masks[:, :, 0] if masks.ndim == 5 else masks, dilate=dilate)
     height, width = size if size is not None else working_size(tuple(video.shape[-2:]))
     result = pipeline(frames, jobs, height=height, width=width, **options)
-    return removal_from_result(result, video, num_objects=objects.shape[0])
+    return removal_from_result(result, video, num_objects=num_objects)
 
 
 def removal_from_result(result, video: torch.Tensor, num_objects: int | None = None) -> Removal:
