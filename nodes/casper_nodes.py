@@ -91,7 +91,12 @@ class GenOmnimatteLoadCasperModel:
         weights = comfy.resolve_casper_weights(casper_weights)
         comfy.require("diffusers", node="Load Casper Model")
         comfy.require("transformers", node="Load Casper Model")
-        from ..casper_core import loading
+        from ..casper_core import loading, wan_loading
+        if wan_loading.is_wan_base_model(base_dir):  # a Wan2.1-Fun-InP release folder: Casper on Wan
+            comfy.free_memory()
+            return (wan_loading.load_wan_casper_pipeline(
+                base_dir, weights, dtype=dtype, memory_mode=memory_mode, device=comfy.torch_device(),
+                attention_backend=attention_backend, vae_tiling=vae_tiling, allow_partial=bool(allow_partial_weights)),)
         try:
             loading.check_base_dir(base_dir)
             loading.check_casper_weights(weights)
@@ -145,13 +150,21 @@ class GenOmnimatteBuildTrimasks:
                 "default": "background + solos",
                 "tooltip": "'background only' just removes the objects (with their effects); 'background + solos' "
                            "also makes one video per object, needed to fit layers."}),
+        }, "optional": {
+            "occluders": ("STRING", {
+                "default": "",
+                "tooltip": "Occluded foreground (paper, supplement Sec. A): who is in front of whom, so an object's "
+                           "solo also removes what hides it and Casper completes it. '1,0' = front-to-back order of "
+                           "the objects (0-based, nearest first); '0:1,2; 3:1' = per object the objects in front of "
+                           "it. Give an occluder (a pole) its own mask. Empty = as released."}),
         }}
 
-    def build(self, video, object_masks, dilate, jobs):
-        from ..casper_core.trimask import build_trimask_jobs
+    def build(self, video, object_masks, dilate, jobs, occluders=""):
+        from ..casper_core.trimask import build_trimask_jobs, parse_occluders
         frames, height, width = video.shape[:3]
         masks = to_object_masks(object_masks, frames, (height, width), "object_masks")[:, :, 0]
-        trimask_jobs = build_trimask_jobs(video[..., :3].float(), masks, dilate=int(dilate))
+        trimask_jobs = build_trimask_jobs(video[..., :3].float(), masks, dilate=int(dilate),
+                                          occluders=parse_occluders(occluders))
         if jobs == "background only":
             trimask_jobs = trimask_jobs.select(["background"])
         preview = trimask_jobs.trimasks.flatten(0, 1).unsqueeze(-1).expand(-1, -1, -1, 3).contiguous().cpu()

@@ -15,9 +15,10 @@ import torch
 
 from ..casper_core.release_format import BASE_MODEL_ID, BASE_MODEL_NAME, CASPER_WEIGHTS_NAME
 
-# Where ComfyUI users already keep CogVideoX(-Fun) base models, and our own folder for the Casper transformer. The
-# command line takes the two paths directly, so this module is the one place that lists and resolves model folders.
-BASE_MODEL_FOLDER_NAMES = ("CogVideoX_Fun", "CogVideo", "diffusers")
+# Where ComfyUI users already keep CogVideoX(-Fun) and Wan2.1-Fun (VideoX-Fun's "Fun_Models") base models, and our own
+# folder for the Casper transformer. The command line takes the two paths directly, so this module is the one place
+# that lists and resolves model folders.
+BASE_MODEL_FOLDER_NAMES = ("CogVideoX_Fun", "CogVideo", "diffusers", "Fun_Models")
 CASPER_FOLDER_NAME = "casper"
 CASPER_WEIGHT_EXTENSIONS = {".safetensors"}
 
@@ -217,7 +218,8 @@ def _locate(folder_name: str, name: str, accept, problem) -> Path:
 
 
 def _is_base_model(path: Path) -> bool:
-    return path.is_dir() and (path / "transformer").is_dir()
+    # a diffusers folder (CogVideoX-Fun) or a Wan2.1-Fun-InP release folder (transformer config at its top)
+    return path.is_dir() and ((path / "transformer").is_dir() or (path / "config.json").is_file())
 
 
 def _is_casper_weights(path: Path) -> bool:
