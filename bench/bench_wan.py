@@ -105,7 +105,8 @@ def run_ours(parts, args, device, dtype) -> dict:
 
     memory = apply_memory_mode({"text_encoder": text_encoder, "vae": vae, "transformer": transformer},
                                args.memory_mode, device, dtype)
-    pipe = WanCasperPipeline(transformer, vae, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG))
+    scheduler = FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG)
+    pipe = WanCasperPipeline(transformer, vae, text_encoder, tokenizer, scheduler)
     pipe.memory_plan = memory
     pipe.set_execution_device(memory.execution_device)
     video, trimask = inputs(args.frames, args.height, args.width)

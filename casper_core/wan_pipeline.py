@@ -416,7 +416,7 @@ class WanCasperPipeline:
         # is set before each window (the reference steps it back after each window for the same reason).
         self.scheduler._step_index = index
         stepped = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-        # flow matching: x_t = (1 − σ) x_0 + σ ε and the model predicts ε − x_0, so x_0 = x_t − σ · prediction
+        # flow matching: x_t = (1 − σ) x_0 + σ ε, the model predicts ε − x_0, so x_0 = x_t − σ · prediction
         sigma = float(self.scheduler.sigmas[index])
         return stepped, latents.float() - sigma * noise_pred.float()
 

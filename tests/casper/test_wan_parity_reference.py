@@ -1,4 +1,4 @@
-"""The Wan2.1-Fun Casper pipeline against the public reference's own Wan path (github gen-omnimatte/gen-omnimatte-public).
+"""The Wan2.1-Fun Casper pipeline against the public reference's Wan path (github gen-omnimatte/gen-omnimatte-public).
 
 Runs only when a local checkout of that repository exists: ``.ref/gen-omnimatte-public`` in this project (git-ignored),
 or the folder named by the environment variable GEN_OMNIMATTE_REF; it is never downloaded. Both pipelines get
