@@ -156,8 +156,11 @@ class _LayerModel:
         # colour overshoots, and it could never come back.
         rgb = rgb + (rgb.clamp(0.0, 1.0) - rgb).detach()
         if self.colour_sigma > 0 and inside is not None:
-            weighted = gaussian_blur((alpha * exact).reshape(b * n, 3, h, w), self.colour_sigma)
-            weight = gaussian_blur(alpha.reshape(b * n, 1, h, w), self.colour_sigma)
+            # The object's own pixels take no part: its colour is not the effect's, and at a wide neighbourhood
+            # it would tint a black shadow beside it with the object's colour.
+            effect_weight = alpha * (1.0 - inside)
+            weighted = gaussian_blur((effect_weight * exact).reshape(b * n, 3, h, w), self.colour_sigma)
+            weight = gaussian_blur(effect_weight.reshape(b * n, 1, h, w), self.colour_sigma)
             smooth = (weighted / weight.clamp_min(1e-4)).clamp(0.0, 1.0).reshape(b, n, 3, h, w)
             rgb = inside * rgb + (1.0 - inside) * smooth
         return rgb, alpha
@@ -207,6 +210,7 @@ def _optimise(
     sets the reconstruction's dead zone at every pixel (``input_alignment.pixel_noise``)."""
     t, n = solos.shape[:2]
     use_tolerance = noise is not None and config.noise_tolerance > 0
+    coarse_sigma = config.coarse_recon * min(solos.shape[-2:])
     if use_tolerance:
         flat, edge = ((config.noise_tolerance * x).view(1, n, 3, 1, 1) for x in noise)
     # Network initialisation from the seed without touching the caller's global RNG (ComfyUI seeds it for others).
@@ -248,6 +252,10 @@ def _optimise(
         if alpha_target is not None and config.alpha_weight > 0:
             terms["alpha"] = config.alpha_weight * losses.alpha_supervision(
                 alpha, alpha_target[idx], alpha_weight_map[idx])
+        if use_tolerance and coarse_sigma > 0:
+            terms["recon_coarse"] = losses.coarse_reconstruction(
+                composite, solos[idx], coarse_sigma,
+                pixel_noise(background[idx], flat * _BLUR_NOISE_FACTOR / coarse_sigma, edge))
         loss = sum(v.sum() for v in terms.values())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -81,10 +81,13 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()
     c = x.shape[1]
-    y = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = F.pad(y, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    # In the input's own precision even under autocast: the fit averages colours and residuals whose differences
+    # (a faint effect's texture, 0.002-0.005) are at bf16's resolution.
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+        y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        y = F.pad(y, (0, 0, radius, radius), mode="reflect")
+        return F.conv2d(y, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .input_alignment import gaussian_blur
+
 
 def _mean_per_object(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(0, 1).reshape(x.shape[1], -1).mean(dim=1)
@@ -32,6 +34,17 @@ def reconstruction(composite: torch.Tensor, solo: torch.Tensor, metric: str,
         err = (err.abs() - tolerance).clamp_min(0.0)
     err = err.square() if metric == "l2" else err.abs()
     return _mean_per_object(err)
+
+
+def coarse_reconstruction(composite: torch.Tensor, solo: torch.Tensor, sigma: float,
+                          tolerance: torch.Tensor) -> torch.Tensor:
+    """L1 error of the residual blurred by a Gaussian of ``sigma`` pixels, with a dead zone of ``tolerance`` (the
+    noise level *after* that blur): what is coherent over a neighbourhood — a faint effect under a wrong alpha —
+    survives the blur, noise does not."""
+    err = composite - solo
+    shape = err.shape
+    blurred = gaussian_blur(err.reshape(-1, shape[-3], *shape[-2:]), sigma).reshape(shape)
+    return _mean_per_object((blurred.abs() - tolerance).clamp_min(0.0))
 
 
 def sparsity(alpha: torch.Tensor, beta_l0: float, beta_l1: float, sharpness: float) -> torch.Tensor:

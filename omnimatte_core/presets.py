@@ -56,6 +56,12 @@ class FitConfig:
     shorter side (at least 1 px), so alpha is measured by the background's texture showing through; 0 ties the colour
     to alpha everywhere (the least-opacity layer). See ``fit._LayerModel``."""
 
+    coarse_recon: float = 0.0
+    """Gaussian scale (fraction of the shorter side; 0: off) of a second reconstruction term on the blurred
+    residual, with its own dead zone at the blurred noise level. A per-pixel dead zone of a few noise deviations also
+    hides a faint effect whose residual is coherent over many pixels; blurred, the noise shrinks and that residual
+    does not, so a faint dust cloud or reflection still pays for a wrong alpha."""
+
     recon: str = "l1"
     """Reconstruction metric: ``l2`` (the paper's base stage) or ``l1`` (the paper's full-resolution stage; our default
     for both, because its constant gradient keeps faint effects — a shadow on a dark floor — against sparsity)."""
