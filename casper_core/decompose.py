@@ -43,6 +43,7 @@ from . import defaults
 from .memory import MEMORY_MODES
 from .pipeline import CasperPipeline
 from .removal import remove_objects
+from .trimask import parse_occluders
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -163,12 +164,17 @@ def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stage
 
 
 def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
-    pipe = CasperPipeline.from_pretrained(args.casper_base, args.casper_weights, dtype=args.casper_dtype,
-                                          memory_mode=args.memory_mode, device=args.device)
+    from .wan_loading import is_wan_base_model, load_wan_casper_pipeline
+
+    # the family from the files: a Wan2.1-Fun-InP release folder, else the CogVideoX-Fun diffusers folder
+    load = load_wan_casper_pipeline if is_wan_base_model(args.casper_base) else CasperPipeline.from_pretrained
+    pipe = load(args.casper_base, args.casper_weights, dtype=args.casper_dtype, memory_mode=args.memory_mode,
+                device=args.device)
     height, width = args.casper_size if args.casper_size else defaults.working_size(tuple(video.shape[-2:]))
     # Casper works at its own resolution and returns the videos resized back to the input's size.
     removal = remove_objects(pipe, video, masks, size=(height, width), prompt=args.prompt, steps=args.casper_steps,
-                             seed=args.seed, progress=lambda step, total, *rest: stages.bar(step, total))
+                             seed=args.seed, occluders=args.occluders,
+                             progress=lambda step, total, *rest: stages.bar(step, total))
     return removal, {"method": "casper", "base": str(args.casper_base), "weights": str(args.casper_weights),
                      "steps": args.casper_steps, "size": [height, width], "prompt": args.prompt}
 
@@ -358,10 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detail transfer only where the fitted opacity reaches the threshold; by default each "
                           "object is also made solid inside its own mask first")
     casper = parser.add_argument_group("Casper (instead of the weight-free clean plate)")
-    casper.add_argument("--casper-base", type=Path, help="CogVideoX-Fun-V1.5-5b-InP diffusers folder")
+    casper.add_argument("--casper-base", type=Path, help="CogVideoX-Fun-V1.5-5b-InP diffusers folder, or a "
+                        "Wan2.1-Fun-1.3B/14B-InP release folder (the family is read from the files)")
     casper.add_argument("--casper-weights", type=Path, help="Casper transformer .safetensors")
     casper.add_argument("--casper-steps", type=int, default=defaults.STEPS)
     casper.add_argument("--prompt", default=defaults.PROMPT, help="Casper's text prompt for the removal")
+    casper.add_argument("--occluders", type=parse_occluders,
+                        help="occluded foreground (supplement Sec. A): '1,0' = objects front to back (0-based, "
+                             "nearest first), '0:1,2' = per object the objects in front of it; an object's solo then "
+                             "also removes its occluders over it")
     height, width = defaults.WORK_SIZE
     casper.add_argument("--casper-size", type=_size, help="Casper's working HEIGHTxWIDTH, multiples of 16 "
                         f"(default {height}x{width}, or {width}x{height} for portrait video)")

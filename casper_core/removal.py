@@ -17,17 +17,20 @@ __all__ = ["remove_objects", "removal_from_result"]
 
 
 def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate: int = MASK_DILATION,
-                   size: tuple[int, int] | None = None, **options) -> Removal:
+                   size: tuple[int, int] | None = None, occluders=None, **options) -> Removal:
     """Remove every object with its effects (the clean background) and, per object, all the others (its solo).
 
     Args:
-        pipeline: a loaded `casper_core.CasperPipeline`.
+        pipeline: a loaded `casper_core.CasperPipeline` or `casper_core.wan_pipeline.WanCasperPipeline` (same call,
+            same result).
         video: ``[T,3,H,W]`` float frames in 0..1.
         masks: ``[N,T,1,H,W]`` (or ``[N,T,H,W]``) object masks in 0..1 at the video's length and size (binarised as
             by `casper_core.trimask.build_trimask_jobs`).
         dilate: square dilation of the masks in pixels (see `casper_core.trimask.build_trimask_jobs`).
         size: Casper's working ``(height, width)``, multiples of 16; None = `casper_core.defaults.working_size`
             of the video (384×672, or 672×384 for portrait video). The outputs come back at the video's size.
+        occluders: the occluded-foreground recipe, a front-to-back order or per-object lists of the objects in
+            front of each (`casper_core.trimask.build_trimask_jobs`); None = as released.
         **options: the pipeline call's options (``prompt``, ``steps``, ``seed``, ``window_frames``,
             ``overlap_frames``, ``batch_size``, ``progress``, ``live_progress``, …).
 
@@ -38,7 +41,8 @@ def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate
     num_objects = check_masks(masks, video).shape[0]
     frames = video.permute(0, 2, 3, 1)  # the raw call's [T,H,W,3]
     # the masks as given: the trimask binarises them itself (at 240/255, as the reference)
-    jobs = build_trimask_jobs(frames, masks[:, :, 0] if masks.ndim == 5 else masks, dilate=dilate)
+    jobs = build_trimask_jobs(frames, masks[:, :, 0] if masks.ndim == 5 else masks, dilate=dilate,
+                              occluders=occluders)
     height, width = size if size is not None else working_size(tuple(video.shape[-2:]))
     result = pipeline(frames, jobs, height=height, width=width, **options)
     return removal_from_result(result, video, num_objects=num_objects)

@@ -75,3 +75,22 @@ def test_parse_occluders_reads_both_forms():
     assert parse_occluders("0:1,2; 3:1") == {0: [1, 2], 3: [1]}
     with pytest.raises(ValueError, match="front to back"):
         parse_occluders("a,b")
+
+
+def test_command_line_and_remove_objects_take_occluders():
+    from casper_core.decompose import build_parser
+    from casper_core.pipeline import CasperResult
+    from casper_core.removal import remove_objects
+
+    assert build_parser().parse_args(["--occluders", "1,0"]).occluders == [1, 0]
+    assert build_parser().parse_args([]).occluders is None
+    seen = {}
+
+    def pipeline(frames, jobs, **options):  # records the jobs; returns the input for every job
+        seen["jobs"] = jobs
+        return CasperResult(jobs.names, frames[None].expand(len(jobs), -1, -1, -1, -1))
+
+    video, masks = _pole_in_front_of_a_dog()
+    removal = remove_objects(pipeline, video.permute(0, 3, 1, 2), masks, dilate=0, size=(32, 48), occluders=[1, 0])
+    overlap = (masks[0] > 0) & (masks[1] > 0)
+    assert removal.solos.shape[0] == 2 and torch.all(seen["jobs"].trimasks[2][overlap] == KEEP)
