@@ -1,11 +1,12 @@
 """Speed options of the Casper transformer: per-block ``torch.compile`` and fp8 compute.
 
 - ``compile``: each of the 42 transformer blocks runs a `torch.compile`d forward (Inductor, static shapes). The
-  blocks share one compiled graph, so the first call compiles once (about 4–10 s on an H200, see BENCHMARKS.md) and
-  a new latent shape (another resolution, window length or batch) compiles once more. Compiled code is cached in
-  memory for the life of the pipeline and on disk by Inductor (``TORCHINDUCTOR_CACHE_DIR``, by default under the
-  system's temporary folder), so a later process with the same shapes compiles much faster. Compiling only the
-  block's ``forward`` keeps the memory modes' block hooks outside the compiled code. Needs a CUDA GPU and Triton.
+  blocks share one compiled graph, so the first call compiles once (5 s in bf16, 13 s with ``fp8_compute`` on an
+  H200: BENCHMARKS.md) and a new latent shape (another resolution, window length or batch) compiles once more.
+  Compiled code is cached in memory for the life of the pipeline; Inductor also keeps its kernels on disk
+  (``TORCHINDUCTOR_CACHE_DIR``, by default under the system's temporary folder) for later processes to reuse.
+  Compiling only the block's ``forward`` keeps the memory modes' block hooks outside the compiled code. Needs a CUDA
+  GPU and Triton.
 - ``fp8_compute``: the attention and feed-forward matrices of every block (≈ 85 % of the FLOPs) become
   `casper_core.fp8_compute.Fp8RowwiseLinear`: fp8 weights with one scale per row, activations quantised per row at
   run time, products on fp8 tensor cores (``torch._scaled_mm``). This changes the arithmetic (fp8 rounding of both
