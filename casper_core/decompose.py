@@ -40,6 +40,7 @@ from omnimatte_core.presets import PRESETS
 from omnimatte_core.upsample import BASE_LONG_SIDE, base_size, resize_video, upscale_and_refine
 
 from . import defaults
+from .attention import ATTENTION_BACKENDS
 from .memory import MEMORY_MODES
 from .pipeline import CasperPipeline
 from .removal import remove_objects
@@ -167,9 +168,16 @@ def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stag
     from .wan_loading import is_wan_base_model, load_wan_casper_pipeline
 
     # the family from the files: a Wan2.1-Fun-InP release folder, else the CogVideoX-Fun diffusers folder
-    load = load_wan_casper_pipeline if is_wan_base_model(args.casper_base) else CasperPipeline.from_pretrained
+    speed = {"attention_backend": args.attention_backend, "compile": args.compile, "fp8_compute": args.fp8_compute}
+    if is_wan_base_model(args.casper_base):
+        if speed != {"attention_backend": "auto", "compile": False, "fp8_compute": False}:
+            raise ValueError("--attention-backend, --compile and --fp8-compute are options of the CogVideoX-Fun base "
+                             f"model; {args.casper_base} is a Wan2.1-Fun model: leave them at their defaults")
+        load, speed = load_wan_casper_pipeline, {}
+    else:
+        load = CasperPipeline.from_pretrained
     pipe = load(args.casper_base, args.casper_weights, dtype=args.casper_dtype, memory_mode=args.memory_mode,
-                device=args.device)
+                device=args.device, **speed)
     height, width = args.casper_size if args.casper_size else defaults.working_size(tuple(video.shape[-2:]))
     # Casper works at its own resolution and returns the videos resized back to the input's size.
     removal = remove_objects(pipe, video, masks, size=(height, width), prompt=args.prompt, steps=args.casper_steps,
@@ -380,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     casper.add_argument("--memory-mode", default="gpu", choices=MEMORY_MODES,
                         help="where Casper's weights live: gpu (all on --device), or one of the offload and fp8 "
                              "modes (README, 'Model files & memory modes')")
+    casper.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS,
+                        help="attention kernel (CogVideoX-Fun base model): auto, an SDPA kernel, or sage")
+    casper.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer blocks (CUDA; CogVideoX-Fun base model; README, "
+                             "'Speed options')")
+    casper.add_argument("--fp8-compute", action="store_true",
+                        help="fp8 matrix products in the transformer blocks (GPUs of compute capability >= 8.9; "
+                             "CogVideoX-Fun base model)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=Path("output"), help="folder for the run folders (default output/)")
     output.add_argument("--prefix", default="omnimatte", help="run-folder name prefix ([A-Za-z0-9._-])")

@@ -265,3 +265,32 @@ def test_summary_json_is_strict_json_with_null_for_non_finite_numbers(tmp_path, 
     text = (tmp_path / "omnimatte_0001" / "summary.json").read_text()
     written = json.loads(text, parse_constant=refuse)
     assert written["reconstruction_psnr"] == {"fit": None, "after_detail_transfer": None}
+
+
+class _LoaderCalled(Exception):
+    pass
+
+
+def test_speed_options_reach_the_casper_loader(monkeypatch):
+    from casper_core import wan_loading
+    from casper_core.pipeline import CasperPipeline
+
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        raise _LoaderCalled
+
+    monkeypatch.setattr(CasperPipeline, "from_pretrained", staticmethod(record))
+    monkeypatch.setattr(wan_loading, "is_wan_base_model", lambda folder: False)
+    argv = ["--casper-base", "base", "--casper-weights", "w.safetensors", "--compile", "--fp8-compute",
+            "--attention-backend", "sage"]
+    args = decompose.build_parser().parse_args(argv)
+    with pytest.raises(_LoaderCalled):
+        decompose._casper_removal(None, None, args, None)
+    assert {k: calls[0][k] for k in ("compile", "fp8_compute", "attention_backend")} == \
+        {"compile": True, "fp8_compute": True, "attention_backend": "sage"}
+    # a Wan2.1-Fun base model has none of these options: refused by name instead of silently ignored
+    monkeypatch.setattr(wan_loading, "is_wan_base_model", lambda folder: True)
+    with pytest.raises(ValueError, match="--compile and --fp8-compute are options of the CogVideoX-Fun base model"):
+        decompose._casper_removal(None, None, args, None)
