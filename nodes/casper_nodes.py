@@ -93,6 +93,9 @@ class GenOmnimatteLoadCasperModel:
         comfy.require("transformers", node="Load Casper Model")
         from ..casper_core import loading, wan_loading
         if wan_loading.is_wan_base_model(base_dir):  # a Wan2.1-Fun-InP release folder: Casper on Wan
+            if compile or fp8_compute:  # CogVideoX-Fun options: refused rather than silently ignored
+                raise ValueError(f"compile and fp8_compute are options of the CogVideoX-Fun base model; {base_model} "
+                                 "is a Wan2.1-Fun model: switch them off")
             comfy.free_memory()
             return (wan_loading.load_wan_casper_pipeline(
                 base_dir, weights, dtype=dtype, memory_mode=memory_mode, device=comfy.torch_device(),

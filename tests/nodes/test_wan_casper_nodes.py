@@ -53,3 +53,12 @@ def test_build_trimasks_takes_occluders(pack):
     assert torch.all(recipe.trimasks[1][overlap] == 1.0)  # and object 0's solo removes the pole over it
     with pytest.raises(ValueError, match="occluders"):
         build(video, masks, 0, "background + solos", occluders="0,0")
+
+
+def test_cogvideox_speed_options_are_refused_for_wan(pack, wan_models_dir, monkeypatch):
+    monkeypatch.setenv("COMFYUI_MODELS_DIR", str(wan_models_dir))
+    load = pack.NODE_CLASS_MAPPINGS["GenOmnimatteLoadCasperModel"]()
+    args = ("Fun_Models/Wan2.1-Fun-1.3B-InP", "casper_wan2.1_fun_1.3b.safetensors", "fp32", "gpu", "auto", False)
+    for option in ("compile", "fp8_compute"):
+        with pytest.raises(ValueError, match="options of the CogVideoX-Fun base model.*Wan2.1-Fun model"):
+            load.load(*args, **{option: True})
