@@ -54,7 +54,8 @@ class GenOmnimatteLoadCasperModel:
                                                              "tooltip": "Attention kernel: auto picks cuDNN on Hopper, "
                                                                         "else PyTorch's choice; sage = SageAttention "
                                                                         "(pip install sageattention; CUDA; 8-bit, "
-                                                                        "faster, slightly different results)."}),
+                                                                        "slightly different results; on an H200 no "
+                                                                        "faster than auto)."}),
             "vae_tiling": ("BOOLEAN", {"default": True, "tooltip": "Encode/decode the VAE in tiles (lower peak memory, "
                                                                    "same result up to tile seams)."}),
         }, "optional": {
