@@ -51,12 +51,12 @@ class FitConfig:
     noise_tolerance: float = 2.0
     """Reconstruction errors up to this many noise standard deviations (per object and channel, measured by the
     alignment) cost nothing: noise between two generations is not explained by opacity."""
-    colour_smoothing: float = 0.015
+    colour_smoothing: float = 0.1
     """Outside the object mask, the layer's colour is locally constant over a Gaussian of this fraction of the
     shorter side (at least 1 px), so alpha is measured by the background's texture showing through; 0 ties the colour
     to alpha everywhere (the least-opacity layer). See ``fit._LayerModel``."""
 
-    coarse_recon: float = 0.0
+    coarse_recon: float = 0.02
     """Gaussian scale (fraction of the shorter side; 0: off) of a second reconstruction term on the blurred
     residual, with its own dead zone at the blurred noise level. A per-pixel dead zone of a few noise deviations also
     hides a faint effect whose residual is coherent over many pixels; blurred, the noise shrinks and that residual
@@ -65,8 +65,10 @@ class FitConfig:
     recon: str = "l1"
     """Reconstruction metric: ``l2`` (the paper's base stage) or ``l1`` (the paper's full-resolution stage; our default
     for both, because its constant gradient keeps faint effects — a shadow on a dark floor — against sparsity)."""
-    sparsity_weight: float = 0.1
-    """λ_sparsity."""
+    sparsity_weight: float = 0.03
+    """λ_sparsity. 0.03 (with ``sparsity_by_coverage``): at 0.1 it outweighed what the background's texture says
+    about a translucent effect's alpha and held coloured effects (reflection, dust) at their least opacity; at 0.01
+    noise on degraded inputs starts to buy opacity (false opacity > 2 %). See BENCHMARKS.md."""
     beta_l0: float = 1.0
     """β0: weight of the sigmoid-based L0-like term."""
     beta_l1: float = 10.0
@@ -119,6 +121,10 @@ class Preset:
     description: str = field(default="", compare=False)
 
 
+# The full-resolution stage's alpha is held by the upsampled base alpha, so its colour needs no wide neighbourhood;
+# a tenth of a 1080p frame's side would be a 650-tap blur every step.
+FULL_RES_COLOUR_SMOOTHING = 0.015
+
 PRESETS: dict[str, Preset] = {
     "paper": Preset(
         base=FitConfig(
@@ -130,17 +136,20 @@ PRESETS: dict[str, Preset] = {
             steps=20_000, batch_frames=20, lr=1e-3, lr_milestones=(0.5, 0.75), lr_gamma=0.3, width=16,
             recon="l1", sparsity_weight=10.0, beta_l0=1.0, beta_l1=10.0,
             mask_weight=10.0, mask_off_step=2_000, alpha_weight=20.0, preview_every=500,
+            colour_smoothing=FULL_RES_COLOUR_SMOOTHING,
         ),
         description="The supplement's settings (Sec. D): 20 000 steps per stage, 20-frame batches.",
     ),
     "default": Preset(
         base=FitConfig(),
-        full_res=FitConfig(steps=200, batch_frames=4, lr=2e-3, alpha_weight=20.0),
+        full_res=FitConfig(steps=200, batch_frames=4, lr=2e-3, alpha_weight=20.0,
+                           colour_smoothing=FULL_RES_COLOUR_SMOOTHING),
         description="The paper's objective on a schedule that converges in a few hundred steps.",
     ),
     "preview": Preset(
         base=FitConfig(steps=100, lr=4e-3),
-        full_res=FitConfig(steps=80, batch_frames=2, lr=3e-3, alpha_weight=20.0),
+        full_res=FitConfig(steps=80, batch_frames=2, lr=3e-3, alpha_weight=20.0,
+                           colour_smoothing=FULL_RES_COLOUR_SMOOTHING),
         description="A quick look: half the default's steps.",
     ),
 }
