@@ -39,7 +39,7 @@ from omnimatte_core.overview import write_figure
 from omnimatte_core.presets import PRESETS
 from omnimatte_core.upsample import BASE_LONG_SIDE, base_size, resize_video, upscale_and_refine
 
-from . import defaults
+from . import defaults, distributed
 from .attention import ATTENTION_BACKENDS
 from .memory import MEMORY_MODES
 from .pipeline import CasperPipeline
@@ -179,11 +179,17 @@ def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stag
     pipe = load(args.casper_base, args.casper_weights, dtype=args.casper_dtype, memory_mode=args.memory_mode,
                 device=args.device, **speed)
     height, width = args.casper_size if args.casper_size else defaults.working_size(tuple(video.shape[-2:]))
+    processes = 1
+    if distributed.is_active():  # launched by torchrun: this rank runs its share of the jobs (distributed.py)
+        pipe = distributed.JobParallelPipeline(pipe)
+        processes = pipe.world_size
+    batching = {} if args.casper_batch_size is None else {"batch_size": args.casper_batch_size}
     # Casper works at its own resolution and returns the videos resized back to the input's size.
     removal = remove_objects(pipe, video, masks, size=(height, width), prompt=args.prompt, steps=args.casper_steps,
                              seed=args.seed, occluders=args.occluders,
-                             progress=lambda step, total, *rest: stages.bar(step, total))
+                             progress=lambda step, total, *rest: stages.bar(step, total), **batching)
     return removal, {"method": "casper", "base": str(args.casper_base), "weights": str(args.casper_weights),
+                     "processes": processes, "batch_size": args.casper_batch_size,
                      "steps": args.casper_steps, "size": [height, width], "prompt": args.prompt}
 
 
@@ -216,6 +222,9 @@ def run(args, stream=None) -> dict:
         removed, removal = _clean_plate_removal(
             data.video, data.masks, stages, args.allow_camera_motion, rounds=args.plate_rounds, fit_size=fit_size,
             fit_kwargs=dict(preset=args.preset, steps=args.steps, seed=args.seed, device=args.device))
+    if removed is None:  # a torchrun rank whose videos went to rank 0, which goes on alone
+        stages.done()
+        return {"settings": {"removal": removal}, "seconds": stages.seconds}
     # a writable copy of the background (the clean plate's is one plate seen through every frame)
     background, solos = removed.background.clone(), removed.solos
     stages.done()
@@ -376,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Wan2.1-Fun-1.3B/14B-InP release folder (the family is read from the files)")
     casper.add_argument("--casper-weights", type=Path, help="Casper transformer .safetensors")
     casper.add_argument("--casper-steps", type=int, default=defaults.STEPS)
+    casper.add_argument("--casper-batch-size", type=int,
+                        help="Casper jobs per transformer batch (default: all of a video's jobs in one; under "
+                             "torchrun 1, each process running its share one by one, bit-identical to one process "
+                             "with 1)")
     casper.add_argument("--prompt", default=defaults.PROMPT, help="Casper's text prompt for the removal")
     casper.add_argument("--occluders", type=parse_occluders,
                         help="occluded foreground (supplement Sec. A): '1,0' = objects front to back (0-based, "
@@ -500,7 +513,10 @@ def check_args(parser: argparse.ArgumentParser, args) -> None:
         parser.error("Casper needs both --casper-base and --casper-weights")
     if args.casper_base and args.video is None:
         parser.error("Casper runs on your own --video (the synthetic scene uses the clean plate)")
-    for option in ("steps", "full_res_steps", "max_frames", "threads"):
+    if distributed.environment_world_size() > 1 and not args.casper_base:
+        parser.error("several processes (torchrun) share Casper's jobs; the weight-free clean plate runs in one "
+                     "process: start it with python, not torchrun")
+    for option in ("steps", "full_res_steps", "max_frames", "threads", "casper_batch_size"):
         value = getattr(args, option)
         if value is not None and value < 1:
             parser.error(f"--{option.replace('_', '-')} must be a positive integer, got {value}")
@@ -521,10 +537,19 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    try:  # under torchrun: join the group; this rank computes on its own GPU
+        process = distributed.init_from_environment(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    if process is not None:
+        args.device = process.device
+    # the other ranks of a torchrun launch print nothing: rank 0 reports the whole run
+    stream = open(os.devnull, "w") if process is not None and process.rank != 0 else sys.stdout
     print("Generative Omnimatte — decomposing " + (str(args.video) if args.video else "a synthetic scene") +
-          (" with Casper" if args.casper_base else " with the weight-free clean plate"))
+          (" with Casper" if args.casper_base else " with the weight-free clean plate") +
+          (f", its jobs over {process.world_size} processes" if process is not None else ""), file=stream)
     try:
-        run(args)
+        run(args, stream=stream)
     except KeyboardInterrupt:
         print("\ninterrupted (a run folder is only ever written whole)", file=sys.stderr)
         return 130
@@ -534,6 +559,8 @@ def main(argv=None) -> int:
         kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
         print(f"\nerror: {kind}{' '.join(str(error).split())} (--traceback shows where)", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -17,7 +17,7 @@ __all__ = ["remove_objects", "removal_from_result"]
 
 
 def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate: int = MASK_DILATION,
-                   size: tuple[int, int] | None = None, occluders=None, **options) -> Removal:
+                   size: tuple[int, int] | None = None, occluders=None, **options) -> Removal | None:
     """Remove every object with its effects (the clean background) and, per object, all the others (its solo).
 
     Args:
@@ -35,7 +35,9 @@ def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate
             ``overlap_frames``, ``batch_size``, ``progress``, ``live_progress``, …).
 
     Returns:
-        `Removal` with ``background [T,3,H,W]`` and ``solos [N,T,3,H,W]``, float32 on the CPU.
+        `Removal` with ``background [T,3,H,W]`` and ``solos [N,T,3,H,W]``, float32 on the CPU; None where the
+        pipeline returns None (the ranks of a `casper_core.distributed.JobParallelPipeline` other than the one that
+        gathers the videos).
     """
     video = check_video(video)
     num_objects = check_masks(masks, video).shape[0]
@@ -45,7 +47,7 @@ def remove_objects(pipeline, video: torch.Tensor, masks: torch.Tensor, *, dilate
                               occluders=occluders)
     height, width = size if size is not None else working_size(tuple(video.shape[-2:]))
     result = pipeline(frames, jobs, height=height, width=width, **options)
-    return removal_from_result(result, video, num_objects=num_objects)
+    return None if result is None else removal_from_result(result, video, num_objects=num_objects)
 
 
 def removal_from_result(result, video: torch.Tensor, num_objects: int | None = None) -> Removal:
