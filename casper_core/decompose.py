@@ -164,7 +164,7 @@ def _clean_plate_removal(video: torch.Tensor, masks: torch.Tensor, stages: Stage
                      "camera_motion_px": plate.camera_motion_px, "plate_rounds": removal.rounds}
 
 
-def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages):
+def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stages, pipelines: dict | None = None):
     from .wan_loading import is_wan_base_model, load_wan_casper_pipeline
 
     # the family from the files: a Wan2.1-Fun-InP release folder, else the CogVideoX-Fun diffusers folder
@@ -176,8 +176,17 @@ def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stag
         load, speed = load_wan_casper_pipeline, {}
     else:
         load = CasperPipeline.from_pretrained
-    pipe = load(args.casper_base, args.casper_weights, dtype=args.casper_dtype, memory_mode=args.memory_mode,
-                device=args.device, **speed)
+    # a process that decomposes many shots (casper_core.shots) keeps the last model loaded in `pipelines`
+    key = (str(args.casper_base), str(args.casper_weights), args.casper_dtype, args.memory_mode, args.device,
+           tuple(sorted(speed.items())))
+    pipe = (pipelines or {}).get(key)
+    if pipe is None:
+        if pipelines is not None:
+            pipelines.clear()  # one model at a time on a device
+        pipe = load(args.casper_base, args.casper_weights, dtype=args.casper_dtype, memory_mode=args.memory_mode,
+                    device=args.device, **speed)
+        if pipelines is not None:
+            pipelines[key] = pipe
     height, width = args.casper_size if args.casper_size else defaults.working_size(tuple(video.shape[-2:]))
     processes = 1
     if distributed.is_active():  # launched by torchrun: this rank runs its share of the jobs (distributed.py)
@@ -197,8 +206,11 @@ def _casper_removal(video: torch.Tensor, masks: torch.Tensor, args, stages: Stag
 # The pipeline
 
 
-def run(args, stream=None) -> dict:
-    """Run the whole decomposition as the command line describes; returns a summary dict (also written as JSON)."""
+def run(args, stream=None, pipelines: dict | None = None) -> dict:
+    """Run the whole decomposition as the command line describes; returns a summary dict (also written as JSON).
+
+    ``pipelines``: a dict kept by the caller across runs, where the loaded Casper model stays for the next run with
+    the same model settings (None: load it for this run only)."""
     out = stream or sys.stdout
     stages = Stages(out)
     torch.manual_seed(args.seed)
@@ -217,7 +229,7 @@ def run(args, stream=None) -> dict:
     fit_size = base_size((h, w), args.base_long_side)
     stages.start("casper" if args.casper_base else "clean plate")
     if args.casper_base:
-        removed, removal = _casper_removal(data.video, data.masks, args, stages)
+        removed, removal = _casper_removal(data.video, data.masks, args, stages, pipelines)
     else:
         removed, removal = _clean_plate_removal(
             data.video, data.masks, stages, args.allow_camera_motion, rounds=args.plate_rounds, fit_size=fit_size,
