@@ -115,3 +115,28 @@ def test_shots_on_a_local_ray_cluster_report_failures_and_resume(tmp_path, ray_c
 def test_options_the_runner_sets_are_refused(tmp_path, ray_cluster):
     with pytest.raises(ValueError, match="--out are set per shot"):
         shots.run_shots([], tmp_path, ["--out", "elsewhere"])
+
+
+def test_a_worker_loads_the_casper_model_once_for_many_shots(tmp_path, monkeypatch):
+    """run_shot with the worker's `pipelines` dict: the second shot reuses the model the first one loaded."""
+    from casper_core import decompose, testing
+
+    release = testing.write_tiny_release(tmp_path / "models", seed=0)
+    loads = []
+    real_load = decompose.CasperPipeline.from_pretrained
+
+    def counting_load(*args, **kwargs):
+        loads.append(args)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(decompose.CasperPipeline, "from_pretrained", counting_load)
+    casper = ["--casper-base", str(release.base_dir), "--casper-weights", str(release.casper_weights),
+              "--casper-steps", "1", "--casper-size", "32x48", "--casper-dtype", "fp32"]
+    pipelines = {}
+    for seed in (0, 1):
+        _write_shot(tmp_path / "shots" / f"s{seed}", seed=seed)
+        shot = shots.shot_from_folder(tmp_path / "shots" / f"s{seed}")
+        record = shots.run_shot(shot, tmp_path / "out", [*EVERY_SHOT, *casper], pipelines)
+        assert record["status"] == "done", record
+        assert "casper" in (tmp_path / "out" / f"s{seed}" / "log.txt").read_text()
+    assert len(loads) == 1 and len(pipelines) == 1
