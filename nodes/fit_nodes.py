@@ -182,7 +182,6 @@ class GenOmnimatteFitLayers:
 
     def fit(self, solo_videos, clean_background, object_masks, preset, steps, seed, fps, layer_names=""):
         from ..omnimatte_core.fit import fit_layers
-        from ..omnimatte_core.layers import Layers
         solos, background, masks = _fit_inputs(solo_videos, clean_background, object_masks)
         names = _names(layer_names, solos.shape[0])
         total, preview_every = _steps_and_preview_every(preset, "base", steps)
@@ -193,8 +192,7 @@ class GenOmnimatteFitLayers:
                                 seed=seed, device=comfy.torch_device(), progress=progress,
                                 preview_every=preview_every)
         comfy.free_memory()
-        return (Layers(rgb=fitted.rgb, alpha=fitted.alpha, background=background, names=names, masks=masks,
-                       fps=float(fps)),)
+        return (fitted.to_layers(background, names=names, masks=masks, fps=float(fps)),)
 
 
 class GenOmnimatteUpscaleLayers:
@@ -224,7 +222,6 @@ class GenOmnimatteUpscaleLayers:
         }}
 
     def upscale(self, base_layers, solo_videos, video, object_masks, resampler, input_detail, preset, steps, seed):
-        from ..omnimatte_core.fit import FittedLayers
         from ..omnimatte_core.upsample import upscale_and_refine
         video_hr = image_to_video(video, "video")
         t = video_hr.shape[0]
@@ -238,14 +235,12 @@ class GenOmnimatteUpscaleLayers:
         masks = _masks_for(object_masks, video_hr)
         if masks.shape[0] != base_layers.num_layers:
             raise ValueError(f"object_masks hold {masks.shape[0]} objects but base_layers {base_layers.num_layers}")
-        base = FittedLayers(rgb=base_layers.rgb.float().cpu(), alpha=base_layers.alpha.float().cpu(), steps=0,
-                            seconds=0.0, config=None)
         total, preview_every = _steps_and_preview_every(preset, "full_res", steps)
         comfy.free_memory()
         progress = comfy.Progress(total)
         with torch.inference_mode(False), torch.enable_grad():
             fitted, background_hr = upscale_and_refine(
-                base, solos.clone(), base_layers.background.float().cpu().clone(), video_hr.clone(), masks.clone(),
+                base_layers, solos.clone(), base_layers.background.float().cpu().clone(), video_hr.clone(), masks.clone(),
                 resampler=resampler, input_detail=input_detail, preset=preset, steps=steps or None, seed=seed,
                 device=comfy.torch_device(), progress=progress, preview_every=preview_every)
         comfy.free_memory()

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import losses
 from .input_alignment import align_background, gaussian_blur, gradient_magnitude, pixel_noise
+from .layers import Layers
 from .networks import LayerUNet
 from .presets import FitConfig, resolve_config
+from .upsample import upsample_layers
 
 ProgressCallback = Callable[[int, int, "torch.Tensor | None"], None]
 
@@ -51,6 +52,12 @@ class FittedLayers:
     @property
     def num_layers(self) -> int:
         return self.rgb.shape[0]
+
+    def to_layers(self, background: torch.Tensor, **fields) -> Layers:
+        """These layers over ``background [T,3,H,W]`` (the one they were fitted against) as the validated
+        :class:`~omnimatte_core.layers.Layers` that ordering, compositing, editing and export take; ``fields`` are
+        ``Layers``' other fields (``order``, ``names``, ``masks``, ``fps``)."""
+        return Layers(rgb=self.rgb, alpha=self.alpha, background=background, **fields)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -445,22 +452,11 @@ def fit_layers(
                         config=config, device=str(dev), history=history)
 
 
-def upsample_layers(base: FittedLayers, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear upsampling of base layers to ``size`` (H, W): rgb ``[N,T,3,H,W]``, alpha ``[N,T,1,H,W]``."""
-    n, t = base.rgb.shape[:2]
-
-    def up(x):
-        y = F.interpolate(x.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
-        return y.reshape(n, t, x.shape[2], *size).clamp(0.0, 1.0)
-
-    return up(base.rgb), up(base.alpha)
-
-
 def fit_layers_full_res(
     solos_hr: torch.Tensor,
     background_hr: torch.Tensor,
     masks_hr: torch.Tensor,
-    base: FittedLayers,
+    base: "FittedLayers | Layers",
     *,
     preset: str | FitConfig = "default",
     steps: int | None = None,
@@ -477,12 +473,14 @@ def fit_layers_full_res(
 
     Args:
         solos_hr, background_hr, masks_hr: as in ``fit_layers``, at the full resolution.
-        base: the result of ``fit_layers`` on the base-resolution versions of the same videos (same N and T).
+        base: the result of ``fit_layers`` on the base-resolution versions of the same videos (same N and T), or
+            the ``Layers`` made from it (only its ``rgb`` and ``alpha`` are read).
         Other arguments as in ``fit_layers``; the preset's ``full_res`` settings are used.
     """
     config = resolve_config(preset, "full_res", steps, **overrides)
-    if not isinstance(base, FittedLayers):
-        raise TypeError(f"base must be the FittedLayers returned by fit_layers, got {type(base).__name__}")
+    if not isinstance(base, (FittedLayers, Layers)):
+        raise TypeError(f"base must be the FittedLayers returned by fit_layers (or Layers made from it), "
+                        f"got {type(base).__name__}")
     dev = _default_device(device)
     started = time.perf_counter()
     try:
@@ -495,7 +493,7 @@ def fit_layers_full_res(
                 raise ValueError(f"base has {base.rgb.shape[0]} layers × {base.rgb.shape[1]} frames but solos_hr has "
                                  f"{n} × {t}; expected the same objects and frames")
             scale = max(h / base.rgb.shape[-2], w / base.rgb.shape[-1])
-            up_rgb, up_alpha = upsample_layers(base, (h, w))
+            up_rgb, up_alpha = upsample_layers(base.rgb, base.alpha, (h, w))
             solo_t, bg_t, mask_t, noise = _prepare_inputs(solos_hr, background_hr, masks_hr, config, dev)
             del solos_hr, background_hr, masks_hr  # the device copies; the frames-first versions replace them
             up_rgb_t = _to_frames_first(up_rgb, dev)

@@ -21,10 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fit import FittedLayers, fit_layers_full_res
-
 __all__ = ["BASE_LONG_SIDE", "RESAMPLERS", "base_size", "resize_video", "check_upscaled_video",
-           "upscale_removal_outputs", "solos_with_input_detail", "upscale_and_refine"]
+           "upscale_removal_outputs", "solos_with_input_detail", "upsample_layers", "upscale_and_refine"]
 
 RESAMPLERS = ("bilinear", "bicubic", "lanczos", "area", "nearest")
 BASE_LONG_SIDE = 672
@@ -173,8 +171,20 @@ def solos_with_input_detail(solos_hr: torch.Tensor, video_hr: torch.Tensor, mask
     return torch.where(only_this, video_hr.unsqueeze(0).to(solos_hr.dtype), solos_hr)
 
 
+def upsample_layers(rgb: torch.Tensor, alpha: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear upsampling of layers ``rgb [N,T,3,h,w]``, ``alpha [N,T,1,h,w]`` to ``size`` (H, W): the start and
+    the alpha target of the full-resolution fit."""
+    n, t = rgb.shape[:2]
+
+    def up(x):
+        y = F.interpolate(x.flatten(0, 1), size=size, mode="bilinear", align_corners=False)
+        return y.reshape(n, t, x.shape[2], *size).clamp(0.0, 1.0)
+
+    return up(rgb), up(alpha)
+
+
 def upscale_and_refine(
-    base_fit: FittedLayers,
+    base_fit,
     solos_base: torch.Tensor,
     background_base: torch.Tensor,
     video_hr: torch.Tensor,
@@ -194,7 +204,8 @@ def upscale_and_refine(
     """Full-resolution layers from a base-resolution fit: upscale the removal outputs, then the bootstrapped fit.
 
     Args:
-        base_fit: ``fit_layers`` result on ``solos_base``/``background_base`` (``[N, T, ...]`` at the base size).
+        base_fit: ``fit_layers`` result on ``solos_base``/``background_base`` (``[N, T, ...]`` at the base size),
+            or the ``Layers`` made from it.
         solos_base: ``[N, T, 3, h, w]``; background_base: ``[T, 3, h, w]`` — the removal outputs at the base size.
         video_hr: ``[T, 3, H, W]`` the input video at full resolution (sets the target size).
         masks_hr: ``[N, T, 1, H, W]`` object masks at full resolution.
@@ -208,9 +219,13 @@ def upscale_and_refine(
         ``(layers, background_hr)`` — the full-resolution :class:`FittedLayers` and the background ``[T,3,H,W]`` they
         were fitted against (the clean plate to composite them over).
     """
+    from .fit import FittedLayers, fit_layers_full_res  # fit.py builds on this module's resampling
+    from .layers import Layers
+
     # 1. Check inputs
-    if not isinstance(base_fit, FittedLayers):
-        raise TypeError(f"base_fit must be the FittedLayers returned by fit_layers, got {type(base_fit).__name__}")
+    if not isinstance(base_fit, (FittedLayers, Layers)):
+        raise TypeError(f"base_fit must be the FittedLayers returned by fit_layers (or Layers made from it), "
+                        f"got {type(base_fit).__name__}")
     if not isinstance(video_hr, torch.Tensor) or video_hr.ndim != 4 or video_hr.shape[1] != 3:
         raise ValueError(f"video_hr must be [T,3,H,W], got {tuple(getattr(video_hr, 'shape', ()))}")
     t, _, h, w = video_hr.shape

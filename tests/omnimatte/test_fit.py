@@ -214,3 +214,19 @@ def test_fit_leaves_the_callers_global_rng_alone(small_scene):
     torch.manual_seed(1234)
     fit_layers(s.solos, s.background, s.masks, steps=2, seed=7, device="cpu")
     assert torch.equal(torch.rand(4), expected)
+
+
+def test_fit_hands_over_layers_and_the_full_resolution_stage_takes_them():
+    """Fit in, layers out: the base fit becomes the validated Layers the rest of the pipeline takes, and the
+    full-resolution stage accepts those Layers as its base (no caller re-wraps them)."""
+    from omnimatte_core.layers import Layers
+    from omnimatte_core.synthetic import make_scene
+
+    s = make_scene(seed=0, num_objects=2, frames=4, height=32, width=48)
+    base = fit_layers(s.solos, s.background, s.masks, steps=2, device="cpu")
+    layers = base.to_layers(s.background, names=["a", "b"], fps=12.0)
+    assert isinstance(layers, Layers) and layers.names == ["a", "b"] and layers.fps == 12.0
+    assert torch.equal(layers.alpha, base.alpha) and torch.equal(layers.rgb, base.rgb)
+    from_fit = fit_layers_full_res(s.solos, s.background, s.masks, base, steps=1, device="cpu")
+    from_layers = fit_layers_full_res(s.solos, s.background, s.masks, layers, steps=1, device="cpu")
+    assert torch.equal(from_fit.alpha, from_layers.alpha)
