@@ -34,7 +34,6 @@ from omnimatte_core.compositing import DETAIL_THRESHOLD
 from omnimatte_core.demo_scene import DEMO_PRESET, DEMO_SCENE
 from omnimatte_core.effect_aware import PLATE_ROUNDS, effect_aware_removal
 from omnimatte_core.fit import fit_layers
-from omnimatte_core.layers import Layers
 from omnimatte_core.overview import write_figure
 from omnimatte_core.presets import PRESETS
 from omnimatte_core.upsample import BASE_LONG_SIDE, base_size, resize_video, upscale_and_refine
@@ -269,8 +268,7 @@ def run(args, stream=None, pipelines: dict | None = None) -> dict:
 
     # 5. Compositing and detail transfer
     stages.start("composite")
-    layers = Layers(rgb=fitted.rgb, alpha=fitted.alpha, background=background, order=order, names=data.names,
-                    masks=data.masks, fps=data.fps)
+    layers = fitted.to_layers(background, order=order, names=data.names, masks=data.masks, fps=data.fps)
     recon_fit = compositing.reconstruct(layers)
     stages.done()
     stages.start("detail transfer")
