@@ -328,7 +328,7 @@ def _print_summary(summary: dict, figure: Path, out) -> None:
     if quality:
         out.write(f"  clean plate vs true background: {quality['clean_plate_psnr']:.2f} dB; "
                   f"order correct in {100 * quality['order_accuracy']:.0f}% of frames\n")
-        out.write(f"  per layer (fit → after detail transfer):\n")
+        out.write("  per layer (fit → after detail transfer):\n")
         out.write(f"  {'layer':<22}{'composite PSNR dB':>22}{'alpha MAE':>20}{'effect recall':>15}\n")
         for q, d in zip(quality["layers"], quality["layers_after_detail_transfer"]):
             out.write(f"  {q['name']:<22}{q['composite_psnr']:>11.2f} → {d['composite_psnr']:<7.2f}"

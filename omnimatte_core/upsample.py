@@ -14,12 +14,15 @@ Shapes: videos ``[T, C, H, W]``, stacks ``[N, T, C, H, W]``, float32 in 0..1.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # fit.py imports this module for its resampling
+    from .fit import FittedLayers
 
 __all__ = ["BASE_LONG_SIDE", "RESAMPLERS", "base_size", "resize_video", "check_upscaled_video",
            "upscale_removal_outputs", "solos_with_input_detail", "upsample_layers", "upscale_and_refine"]
