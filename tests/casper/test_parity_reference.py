@@ -4,6 +4,7 @@ Runs only when the environment variable GEN_OMNIMATTE_REF names a local checkout
 downloaded. Both pipelines get identical tiny random weights, inputs, trimask and seed, with the reference's
 input-noise augmentation (global RNG) selected on our side; see PARITY.md.
 """
+import importlib.util
 import os
 import sys
 import types
@@ -17,16 +18,29 @@ pytestmark = pytest.mark.skipif(not REFERENCE, reason="set GEN_OMNIMATTE_REF to 
 
 @pytest.fixture(scope="module")
 def reference_pipeline(tiny_components):
-    sys.path.insert(0, REFERENCE)
     # Its Wan modules (unused here) need torchvision; stand-ins keep the CogVideoX modules importable without it.
-    for name in ("wan_image_encoder", "wan_text_encoder", "wan_transformer3d", "wan_vae", "wan_xlm_roberta"):
-        sys.modules.setdefault(f"videox_fun.models.{name}", _Placeholder(f"videox_fun.models.{name}"))
-    for name in ("pipeline_wan_fun", "pipeline_wan_fun_inpaint"):
-        sys.modules.setdefault(f"videox_fun.pipeline.{name}", _Placeholder(f"videox_fun.pipeline.{name}"))
+    # They are set only while the package loads, so the Wan parity test can import the real modules afterwards.
+    stand_ins = [f"videox_fun.models.{name}" for name in (
+        "wan_image_encoder", "wan_text_encoder", "wan_transformer3d", "wan_vae", "wan_xlm_roberta")]
+    stand_ins += [f"videox_fun.pipeline.{name}" for name in ("pipeline_wan_fun", "pipeline_wan_fun_inpaint")]
+    added = [name for name in stand_ins if name not in sys.modules]
+    for name in added:
+        sys.modules[name] = _Placeholder(name)
+    try:
+        if "videox_fun" not in sys.modules:  # the checkout's package, loaded from its file (sys.path untouched)
+            package_dir = os.path.join(REFERENCE, "videox_fun")
+            spec = importlib.util.spec_from_file_location(
+                "videox_fun", os.path.join(package_dir, "__init__.py"), submodule_search_locations=[package_dir])
+            package = importlib.util.module_from_spec(spec)
+            sys.modules["videox_fun"] = package
+            spec.loader.exec_module(package)
+        from videox_fun.models.cogvideox_transformer3d import CogVideoXTransformer3DModel
+        from videox_fun.models.cogvideox_vae import AutoencoderKLCogVideoX
+        from videox_fun.pipeline.pipeline_cogvideox_fun_inpaint import CogVideoXFunInpaintPipeline
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
     from diffusers import DDIMScheduler
-    from videox_fun.models.cogvideox_transformer3d import CogVideoXTransformer3DModel
-    from videox_fun.models.cogvideox_vae import AutoencoderKLCogVideoX
-    from videox_fun.pipeline.pipeline_cogvideox_fun_inpaint import CogVideoXFunInpaintPipeline
 
     ours = tiny_components
     transformer = CogVideoXTransformer3DModel.from_config(dict(ours["transformer"].config))
