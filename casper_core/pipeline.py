@@ -15,16 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from .defaults import OVERLAP_FRAMES, PROMPT, SEED, STEPS, WINDOW_FRAMES
-from .temporal import (
-    latent_frames,
-    pad_frames,
-    padded_length,
-    plan_windows,
-    window_latent_frames,
-    window_weights,
-)
+from . import pipeline_common as common
+from .pipeline_common import NEUTRAL_VALUE, SIZE_MULTIPLE  # noqa: F401  (imported from this module too)
 from .preview import fit_latent_to_rgb, latents_to_image
-from .trimask import TRIMASK_VALUES, TrimaskJobs, check_unit_values, quantize_trimask
+from .temporal import latent_frames, padded_length, plan_windows, window_latent_frames, window_weights
 from .vae_decode import decode_latents, decode_units
 
 # The reference encodes the prompt to 226 tokens (T5, eos appended, zero padding, no attention mask).
@@ -32,10 +26,6 @@ MAX_SEQUENCE_LENGTH = 226
 # Input-noise augmentation of the unmasked video (the reference's `noise_aug_strength` default, applied when the
 # transformer config has `add_noise_in_inpaint_model`).
 NOISE_AUG_STRENGTH = 0.0563
-# The neutral trimask value handed to the model (the reference stores 127 of 255).
-NEUTRAL_VALUE = 127.0 / 255.0
-# Pixels × patch: sizes must be multiples of this.
-SIZE_MULTIPLE = 16
 
 
 def reference_input_noise(shape, strength: float = NOISE_AUG_STRENGTH) -> torch.Tensor:
@@ -67,7 +57,7 @@ class CasperResult:
         return self.videos[self.names.index(name)]
 
 
-class CasperPipeline:
+class CasperPipeline(common.PipelineComponents):
     """Object-and-effect removal with Casper (CogVideoX-Fun-V1.5-5b-InP fine-tuned with trimask conditioning).
 
     Components (attributes of the same names): ``transformer`` (`diffusers.CogVideoXTransformer3DModel`, 33 input
@@ -78,15 +68,7 @@ class CasperPipeline:
     """
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler):
-        self.transformer = transformer
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
-        self.scheduler = scheduler
-        self.load_report = None
-        self.memory_plan = None
-        self._execution_device_override: torch.device | None = None
-        self.compute_dtype: torch.dtype | None = None
+        super().__init__(transformer, vae, text_encoder, tokenizer, scheduler)
         config = transformer.config
         if getattr(config, "patch_size_t", None) is None:
             raise ValueError("transformer: expected a CogVideoX 1.5 transformer (patch_size_t set), got None")
@@ -103,45 +85,6 @@ class CasperPipeline:
         from .loading import load_casper_pipeline
 
         return load_casper_pipeline(base_dir, casper_weights, **kwargs)
-
-    # --- device and dtype hooks (overridden or set by the memory modes) ---------------------------------------
-    @property
-    def execution_device(self) -> torch.device:
-        """Where inputs are placed: the device set by `set_execution_device`, else the transformer's."""
-        if self._execution_device_override is not None:
-            return self._execution_device_override
-        for param in self.transformer.parameters():
-            if param.device.type != "meta":
-                return param.device
-        return torch.device("cpu")
-
-    @property
-    def _execution_device(self) -> torch.device:
-        # diffusers pipelines' name for the same thing
-        return self.execution_device
-
-    @execution_device.setter
-    def execution_device(self, device) -> None:
-        self.set_execution_device(device)
-
-    def set_execution_device(self, device) -> None:
-        """Compute on `device` (needed when the weights sit on the CPU between uses)."""
-        self._execution_device_override = None if device is None else torch.device(device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of latents and embeddings (the text encoder's, as in the reference; `compute_dtype` overrides)."""
-        if self.compute_dtype is not None:
-            return self.compute_dtype
-        return next(self.text_encoder.parameters()).dtype
-
-    def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return tensor.to(device=self.execution_device, dtype=dtype or tensor.dtype)
-
-    def _release(self) -> None:
-        # Offload modes move every component back to the CPU between runs.
-        if self.memory_plan is not None and hasattr(self.memory_plan, "release"):
-            self.memory_plan.release()
 
     # --- the call ----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -218,21 +161,13 @@ class CasperPipeline:
         device, dtype = self.execution_device, self.dtype
         do_cfg = guidance_scale > 1.0
         num_jobs = len(names)
-        batch_size = num_jobs if batch_size is None else min(batch_size, num_jobs)
         patch_t = self.transformer.config.patch_size_t
 
         try:
-            # 2. Pixels in −1..1 and trimasks at the working size, padded to 4k+1 frames (k odd)
-            pixels = video.detach().float().clamp(0, 1).permute(3, 0, 1, 2)  # [3,T,H,W]
-            masks = trimasks.detach().float()  # [J,T,H,W]
-            if (work_height, work_width) != (in_height, in_width):
-                pixels = F.interpolate(pixels, size=(work_height, work_width), mode="area")
-                masks = F.interpolate(masks, size=(work_height, work_width), mode="area")
-            masks = quantize_trimask(masks)
-            masks = torch.where(masks == 0.5, NEUTRAL_VALUE, masks)
+            # 2. Pixels in −1..1 [1,3,Tp,H,W] and trimasks [J,1,Tp,H,W] at the working size, padded to 4k+1
+            #    frames (k odd)
             total_frames = padded_length(frames, window_frames)
-            pixels = pad_frames(pixels, total_frames, dim=1)[None] * 2.0 - 1.0  # [1,3,Tp,H,W]
-            masks = pad_frames(masks, total_frames, dim=1)[:, None]  # [J,1,Tp,H,W]
+            pixels, masks = common.prepare_pixels_and_masks(video, trimasks, (work_height, work_width), total_frames)
 
             # 3. Encode input prompt
             prompt_embeds = self.encode_prompt(prompt)
@@ -248,12 +183,11 @@ class CasperPipeline:
                 1, num_latents, self.transformer.config.out_channels,
                 work_height // self.vae_scale_factor_spatial, work_width // self.vae_scale_factor_spatial,
             )
-            job_generator = generator if generator is not None else torch.Generator("cpu").manual_seed(seed)
+            first_generator = common.job_generator(seed, generator)
             # Drawn in (b, f, c, h, w) order, as the reference's randn_tensor.
-            noise = [torch.randn(latent_shape, generator=job_generator, dtype=dtype)]
-            augmentation = self._augmentation_noise(pixels, noise_augmentation, noise_aug_strength, job_generator)
-            if generator is not None:  # shared generator: each further job draws its own noise after the first
-                noise += [torch.randn(latent_shape, generator=generator, dtype=dtype) for _ in range(num_jobs - 1)]
+            noise = [torch.randn(latent_shape, generator=first_generator, dtype=dtype)]
+            augmentation = self._augmentation_noise(pixels, noise_augmentation, noise_aug_strength, first_generator)
+            noise += common.further_jobs_noise(latent_shape, dtype, generator, num_jobs)
 
             # 6. Encode the (unmasked) video with the input-noise augmentation
             video_latents = self.encode_video(pixels, augmentation)  # [1,F,16,h,w]
@@ -266,12 +200,12 @@ class CasperPipeline:
             overlap = overlap_frames // 4
             windows = plan_windows(num_latents, window, overlap, multiple=patch_t)
             rotary = {}
-            num_batches = -(-num_jobs // batch_size)
-            total_steps = steps * num_batches
+            batches = common.job_batches(num_jobs, batch_size)
+            total_steps = steps * len(batches)
             latent_size = (latent_shape[-2], latent_shape[-1])
             live_total = total_steps + num_jobs * decode_units(self.vae, num_latents, *latent_size)
             live_done = 0
-            preview_latent = min((frames // 2 + 3) // 4, num_latents - 1)  # the clip's middle frame
+            preview_latent = common.middle_latent(frames, num_latents)
 
             def report_decode():
                 nonlocal live_done
@@ -279,13 +213,9 @@ class CasperPipeline:
                 live_progress(live_done, live_total, None)
 
             outputs = []
-            for batch_index in range(num_batches):
-                job_slice = slice(batch_index * batch_size, min((batch_index + 1) * batch_size, num_jobs))
+            for batch_index, job_slice in enumerate(batches):
                 count = job_slice.stop - job_slice.start
-                if generator is None:
-                    latents = noise[0].expand(count, *latent_shape[1:])
-                else:
-                    latents = torch.cat(noise[job_slice])
+                latents = common.batch_start_noise(noise, generator is not None, job_slice)
                 latents = self._to_device(latents) * self.scheduler.init_noise_sigma
                 inpaint_latents = torch.cat(
                     [mask_latents[job_slice], video_latents.expand(count, -1, -1, -1, -1)], dim=2
@@ -310,12 +240,9 @@ class CasperPipeline:
                         decoded = self.decode(job_latents)
                     else:
                         decoded = self.decode(job_latents, progress=report_decode)
-                    decoded = decoded[0, :, :frames]  # [3,T,h,w] in 0..1
-                    if (work_height, work_width) != (in_height, in_width):
-                        decoded = F.interpolate(
-                            decoded, size=(in_height, in_width), mode="bicubic", align_corners=False, antialias=True
-                        ).clamp(0, 1)
-                    outputs.append(decoded.permute(1, 2, 3, 0).float().cpu())
+                    outputs.append(
+                        common.to_output_video(decoded[0], frames, (work_height, work_width), (in_height, in_width))
+                    )
         finally:
             self._release()
         return CasperResult(names=names, videos=torch.stack(outputs))
@@ -326,72 +253,28 @@ class CasperPipeline:
         noise_augmentation,
     ) -> tuple[list[str], torch.Tensor]:
         """Validate every argument before any heavy work; returns the job names and trimasks ``[J,T,H,W]``."""
-        if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[-1] != 3:
-            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-            raise ValueError(f"video: expected a [T,H,W,3] tensor in 0..1, got {shape}")
-        if not video.is_floating_point():
-            raise ValueError(f"video: expected float values in 0..1, got dtype {video.dtype}")
+        names, trimasks = common.check_video_and_jobs(video, jobs)
         frames, in_height, in_width = video.shape[:3]
-        if frames < 1:
-            raise ValueError("video: has no frames")
-        check_unit_values("video", video, "finite RGB values in 0..1")
-        if isinstance(jobs, TrimaskJobs):
-            names, trimasks = jobs.names, jobs.trimasks
-        elif isinstance(jobs, torch.Tensor):
-            trimasks = jobs[None] if jobs.ndim == 3 else jobs
-            if trimasks.ndim != 4:
-                raise ValueError(f"jobs: expected a trimask tensor [J,T,H,W] or [T,H,W], got {tuple(jobs.shape)}")
-            names = [f"job_{i}" for i in range(trimasks.shape[0])]
-        else:
-            raise TypeError(f"jobs: expected TrimaskJobs or a trimask tensor, got {type(jobs).__name__}")
-        if trimasks.shape[0] == 0:
-            raise ValueError("jobs: no trimask jobs")
-        check_unit_values("jobs", trimasks, TRIMASK_VALUES)
         if trimasks.shape[1] != frames:
             raise ValueError(f"jobs: trimasks have {trimasks.shape[1]} frames, but the video has {frames}")
         if tuple(trimasks.shape[2:]) != (in_height, in_width):
             raise ValueError(
                 f"jobs: trimask size {tuple(trimasks.shape[2:])} (H,W) differs from the video's {(in_height, in_width)}"
             )
-        if (height is None) != (width is None):
-            raise ValueError(f"height, width: give both or neither, got height={height}, width={width}")
-        work = (height, width) if height is not None else (in_height, in_width)
-        for name, value in zip(("height", "width"), work):
-            if value <= 0 or value % SIZE_MULTIPLE:
-                where = "" if height is not None else " of the video (pass height=/width= to resize, or pad it)"
-                raise ValueError(f"{name}: expected a positive multiple of {SIZE_MULTIPLE}{where}, got {value}")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected an integer ≥ 1, got {steps!r}")
-        if guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale: expected ≥ 1 (1 = no guidance), got {guidance_scale}")
-        patch_t = self.transformer.config.patch_size_t
-        window = window_latent_frames(window_frames, patch_t)
-        if not isinstance(overlap_frames, int) or overlap_frames < 0:
-            raise ValueError(f"overlap_frames: expected an integer ≥ 0, got {overlap_frames!r}")
-        # The overlap matters only when the clip needs several windows; a clip that fits one ignores it.
+        common.check_size_steps_guidance((in_height, in_width), height, width, steps, guidance_scale)
+        window = window_latent_frames(window_frames, self.transformer.config.patch_size_t)
         clip_latents = latent_frames(padded_length(frames, window_frames))
-        if clip_latents > window and overlap_frames // 4 >= window:
-            raise ValueError(
-                f"overlap_frames: {frames} frames need several windows of {window_frames} frames ({window} latent "
-                f"frames), so the overlap must be shorter: expected overlap_frames // 4 < {window}, "
-                f"got {overlap_frames!r}"
-            )
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size: expected None or an integer ≥ 1, got {batch_size!r}")
+        common.check_overlap_frames(overlap_frames, frames, window_frames, window, clip_latents)
+        common.check_batch_size(batch_size)
         if not callable(noise_augmentation) and noise_augmentation not in ("seeded", "reference", "none"):
             raise ValueError(
                 f"noise_augmentation: expected 'seeded', 'reference', 'none' or a callable, got {noise_augmentation!r}"
             )
-        return list(names), trimasks
+        return names, trimasks
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """T5 embeddings ``[1,226,D]`` of `prompt` (padded to 226 tokens, eos appended, no attention mask)."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
-        ids = self.tokenizer(
-            [prompt], padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
-            add_special_tokens=True, return_tensors="pt",
-        ).input_ids
+        ids = common.tokenize_prompt(self.tokenizer, prompt, MAX_SEQUENCE_LENGTH).input_ids
         embeds = self.text_encoder(self._to_device(ids))[0]
         return embeds.to(device=self.execution_device, dtype=self.dtype)
 

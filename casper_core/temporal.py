@@ -118,16 +118,8 @@ def plan_full_windows(total: int, window: int, overlap: int) -> list[tuple[int, 
     than `overlap`; the blend ramps still span `overlap` latents, see `window_weights`). A single window when
     ``total ≤ window``.
     """
-    if total <= window:
-        return [(0, total)]
-    if not 0 <= overlap < window:
-        raise ValueError(f"overlap: expected 0 ≤ overlap < window ({window} latent frames), got {overlap}")
-    windows = []
-    begin = 0
-    while True:
-        end = min(begin + window, total)
-        begin = max(0, end - window)
-        windows.append((begin, end))
-        if end >= total:
-            return windows
-        begin = end - overlap
+    windows = plan_windows(total, window, overlap, multiple=1)
+    # The reference's plan differs only in the last window, moved back to its full length.
+    _, end = windows[-1]
+    windows[-1] = (max(0, end - window), end)
+    return windows

@@ -26,24 +26,21 @@ import torch
 import torch.nn.functional as F
 
 from .pipeline import CasperResult
+from . import pipeline_common as common
+from .pipeline_common import NEUTRAL_VALUE, SIZE_MULTIPLE  # noqa: F401  (imported from this module too)
 from .preview import fit_latent_to_rgb, latents_to_image
-from .temporal import TEMPORAL_COMPRESSION, latent_frames, pad_frames, padded_length, plan_full_windows, window_weights
-from .trimask import TRIMASK_VALUES, TrimaskJobs, check_unit_values, quantize_trimask
+from .temporal import TEMPORAL_COMPRESSION, latent_frames, padded_length, plan_full_windows, window_weights
 
 # The reference's prompt length for UMT5 (padded, with an attention mask; embeddings past the prompt are zero).
 MAX_SEQUENCE_LENGTH = 512
-# The neutral trimask value handed to the model (the reference stores 127 of 255).
-NEUTRAL_VALUE = 127.0 / 255.0
 # CLIP ViT-H/14 tokens (16 × 16 patches + class token) of the image branch; their values are zeros.
 IMAGE_TOKENS = 257
-# Pixels × patch: sizes must be multiples of this (VAE 8 × transformer patch 2).
-SIZE_MULTIPLE = 16
 # The release's inference settings (the reference's Wan config): 81-frame windows, 480 × 832.
 DEFAULT_WINDOW_FRAMES = 81
 DEFAULT_SIZE = (480, 832)
 
 
-class WanCasperPipeline:
+class WanCasperPipeline(common.PipelineComponents):
     """Object-and-effect removal with Casper on Wan2.1-Fun-InP.
 
     Components (attributes of the same names): ``transformer`` (`diffusers.WanTransformer3DModel`, image branch,
@@ -57,16 +54,8 @@ class WanCasperPipeline:
     default_size = DEFAULT_SIZE
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler):
-        self.transformer = transformer
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
-        self.scheduler = scheduler
-        self.load_report = None
-        self.memory_plan = None
+        super().__init__(transformer, vae, text_encoder, tokenizer, scheduler)
         self.attention_kernels = None  # (kernels, set_priority) for torch's sdpa_kernel, or None: torch's choice
-        self.compute_dtype: torch.dtype | None = None
-        self._execution_device_override: torch.device | None = None
         config = transformer.config
         if config.in_channels != 2 * config.out_channels + 4:
             raise ValueError(
@@ -82,32 +71,7 @@ class WanCasperPipeline:
 
         return load_wan_casper_pipeline(base_dir, casper_weights, **kwargs)
 
-    # --- device and dtype (as CasperPipeline) ------------------------------------------------------------------
-    @property
-    def execution_device(self) -> torch.device:
-        """Where inputs are placed: the device set by `set_execution_device`, else the transformer's."""
-        if self._execution_device_override is not None:
-            return self._execution_device_override
-        for param in self.transformer.parameters():
-            if param.device.type != "meta":
-                return param.device
-        return torch.device("cpu")
-
-    def set_execution_device(self, device) -> None:
-        """Compute on `device` (needed when the weights sit on the CPU between uses)."""
-        self._execution_device_override = None if device is None else torch.device(device)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of latents and embeddings (the text encoder's, as in the reference; `compute_dtype` overrides)."""
-        if self.compute_dtype is not None:
-            return self.compute_dtype
-        return next(self.text_encoder.parameters()).dtype
-
-    def _release(self) -> None:
-        if self.memory_plan is not None and hasattr(self.memory_plan, "release"):
-            self.memory_plan.release()
-
+    # --- attention kernels ----------------------------------------------------------------------------------
     def _attention(self):
         if self.attention_kernels is None:
             return contextlib.nullcontext()
@@ -170,21 +134,12 @@ class WanCasperPipeline:
         device, dtype = self.execution_device, self.dtype
         do_cfg = guidance_scale > 1.0
         num_jobs = len(names)
-        batch_size = num_jobs if batch_size is None else min(batch_size, num_jobs)
 
         try:
-            # 2. Pixels in −1..1 and trimasks at the working size, padded as the reference pads for Wan: 4k+1
-            #    frames with k odd first, then at least one window
-            pixels = video.detach().float().clamp(0, 1).permute(3, 0, 1, 2)  # [3,T,H,W]
-            masks = trimasks.detach().float()  # [J,T,H,W]
-            if (work_height, work_width) != (in_height, in_width):
-                pixels = F.interpolate(pixels, size=(work_height, work_width), mode="area")
-                masks = F.interpolate(masks, size=(work_height, work_width), mode="area")
-            masks = quantize_trimask(masks)
-            masks = torch.where(masks == 0.5, NEUTRAL_VALUE, masks)
+            # 2. Pixels in −1..1 [1,3,Tp,H,W] and trimasks [J,1,Tp,H,W] at the working size, padded as the
+            #    reference pads for Wan: 4k+1 frames with k odd first, then at least one window
             total_frames = max(padded_length(frames), window_frames)
-            pixels = pad_frames(pixels, total_frames, dim=1)[None] * 2.0 - 1.0  # [1,3,Tp,H,W]
-            masks = pad_frames(masks, total_frames, dim=1)[:, None]  # [J,1,Tp,H,W]
+            pixels, masks = common.prepare_pixels_and_masks(video, trimasks, (work_height, work_width), total_frames)
 
             # 3. Encode input prompt (negative first under guidance, as the reference concatenates them)
             prompt_embeds = self.encode_prompt(prompt)
@@ -202,10 +157,8 @@ class WanCasperPipeline:
                 1, self.transformer.config.out_channels, num_latents,
                 work_height // self.vae_scale_factor_spatial, work_width // self.vae_scale_factor_spatial,
             )
-            job_generator = generator if generator is not None else torch.Generator("cpu").manual_seed(seed)
-            noise = [torch.randn(latent_shape, generator=job_generator, dtype=dtype)]
-            if generator is not None:
-                noise += [torch.randn(latent_shape, generator=generator, dtype=dtype) for _ in range(num_jobs - 1)]
+            noise = [torch.randn(latent_shape, generator=common.job_generator(seed, generator), dtype=dtype)]
+            noise += common.further_jobs_noise(latent_shape, dtype, generator, num_jobs)
 
             # 6. Encode the (unmasked) video; 7. mask channels; zero image tokens
             video_latents = self.encode_video(pixels)  # [1,16,F,h,w]
@@ -217,19 +170,15 @@ class WanCasperPipeline:
             window = latent_frames(window_frames)
             overlap = overlap_frames // TEMPORAL_COMPRESSION
             windows = plan_full_windows(num_latents, window, overlap)
-            num_batches = -(-num_jobs // batch_size)
-            total_steps = steps * num_batches
+            batches = common.job_batches(num_jobs, batch_size)
+            total_steps = steps * len(batches)
             live_total, live_done = total_steps + num_jobs, 0
-            preview_latent = min((frames // 2 + 3) // 4, num_latents - 1)  # the clip's middle frame
+            preview_latent = common.middle_latent(frames, num_latents)
 
             outputs = []
-            for batch_index in range(num_batches):
-                job_slice = slice(batch_index * batch_size, min((batch_index + 1) * batch_size, num_jobs))
+            for batch_index, job_slice in enumerate(batches):
                 count = job_slice.stop - job_slice.start
-                if generator is None:
-                    latents = noise[0].expand(count, *latent_shape[1:])
-                else:
-                    latents = torch.cat(noise[job_slice])
+                latents = common.batch_start_noise(noise, generator is not None, job_slice)
                 # (schedulers with an initial noise scale apply it, as the reference does; flow matching has none)
                 latents = latents.to(device) * getattr(self.scheduler, "init_noise_sigma", 1.0)
                 condition = torch.cat(
@@ -249,12 +198,10 @@ class WanCasperPipeline:
                         live_progress(live_done, live_total, preview)
                 # 9. Decode, crop to the input length, resize to the input size
                 for j in range(count):
-                    decoded = self.decode(latents[j : j + 1])[0, :, :frames]  # [3,T,h,w] in 0..1
-                    if (work_height, work_width) != (in_height, in_width):
-                        decoded = F.interpolate(
-                            decoded, size=(in_height, in_width), mode="bicubic", align_corners=False, antialias=True
-                        ).clamp(0, 1)
-                    outputs.append(decoded.permute(1, 2, 3, 0).float().cpu())
+                    decoded = self.decode(latents[j : j + 1])[0]  # [3,T',h,w] in 0..1
+                    outputs.append(
+                        common.to_output_video(decoded, frames, (work_height, work_width), (in_height, in_width))
+                    )
                     if live_progress is not None:
                         live_done += 1
                         live_progress(live_done, live_total, None)
@@ -267,65 +214,23 @@ class WanCasperPipeline:
         self, video, jobs, guidance_scale, steps, window_frames, overlap_frames, batch_size, height, width
     ) -> tuple[list[str], torch.Tensor]:
         """Validate every argument before any heavy work; returns the job names and trimasks ``[J,T,H,W]``."""
-        if not isinstance(video, torch.Tensor) or video.ndim != 4 or video.shape[-1] != 3:
-            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-            raise ValueError(f"video: expected a [T,H,W,3] tensor in 0..1, got {shape}")
-        if not video.is_floating_point():
-            raise ValueError(f"video: expected float values in 0..1, got dtype {video.dtype}")
+        names, trimasks = common.check_video_and_jobs(video, jobs)
         frames, in_height, in_width = video.shape[:3]
-        if frames < 1:
-            raise ValueError("video: has no frames")
-        check_unit_values("video", video, "finite RGB values in 0..1")
-        if isinstance(jobs, TrimaskJobs):
-            names, trimasks = jobs.names, jobs.trimasks
-        elif isinstance(jobs, torch.Tensor):
-            trimasks = jobs[None] if jobs.ndim == 3 else jobs
-            if trimasks.ndim != 4:
-                raise ValueError(f"jobs: expected a trimask tensor [J,T,H,W] or [T,H,W], got {tuple(jobs.shape)}")
-            names = [f"job_{i}" for i in range(trimasks.shape[0])]
-        else:
-            raise TypeError(f"jobs: expected TrimaskJobs or a trimask tensor, got {type(jobs).__name__}")
-        if trimasks.shape[0] == 0:
-            raise ValueError("jobs: no trimask jobs")
-        check_unit_values("jobs", trimasks, TRIMASK_VALUES)
         if tuple(trimasks.shape[1:]) != (frames, in_height, in_width):
             raise ValueError(f"jobs: trimasks are {tuple(trimasks.shape[1:])} (T,H,W), but the video is "
                              f"{(frames, in_height, in_width)}")
-        if (height is None) != (width is None):
-            raise ValueError(f"height, width: give both or neither, got height={height}, width={width}")
-        work = (height, width) if height is not None else (in_height, in_width)
-        for name, value in zip(("height", "width"), work):
-            if value <= 0 or value % SIZE_MULTIPLE:
-                where = "" if height is not None else " of the video (pass height=/width= to resize, or pad it)"
-                raise ValueError(f"{name}: expected a positive multiple of {SIZE_MULTIPLE}{where}, got {value}")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps: expected an integer ≥ 1, got {steps!r}")
-        if guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale: expected ≥ 1 (1 = no guidance), got {guidance_scale}")
+        common.check_size_steps_guidance((in_height, in_width), height, width, steps, guidance_scale)
         if not isinstance(window_frames, int) or window_frames < 5 or (window_frames - 1) % TEMPORAL_COMPRESSION:
             raise ValueError(f"window_frames: expected 4k+1 frames ≥ 5 (81 as released), got {window_frames!r}")
-        if not isinstance(overlap_frames, int) or overlap_frames < 0:
-            raise ValueError(f"overlap_frames: expected an integer ≥ 0, got {overlap_frames!r}")
         window = latent_frames(window_frames)
         clip_latents = latent_frames(max(padded_length(frames), window_frames))
-        if clip_latents > window and overlap_frames // TEMPORAL_COMPRESSION >= window:
-            raise ValueError(
-                f"overlap_frames: {frames} frames need several windows of {window_frames} frames ({window} latent "
-                f"frames), so the overlap must be shorter: expected overlap_frames // 4 < {window}, "
-                f"got {overlap_frames!r}"
-            )
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size: expected None or an integer ≥ 1, got {batch_size!r}")
-        return list(names), trimasks
+        common.check_overlap_frames(overlap_frames, frames, window_frames, window, clip_latents)
+        common.check_batch_size(batch_size)
+        return names, trimasks
 
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """UMT5 embeddings ``[1,512,D]`` of `prompt`: with the attention mask, zero past the prompt's tokens."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt: expected a string, got {type(prompt).__name__}")
-        tokens = self.tokenizer(
-            [prompt], padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
-            add_special_tokens=True, return_tensors="pt",
-        )
+        tokens = common.tokenize_prompt(self.tokenizer, prompt, MAX_SEQUENCE_LENGTH)
         mask = tokens.attention_mask.to(self.execution_device)
         embeds = self.text_encoder(tokens.input_ids.to(self.execution_device), attention_mask=mask)[0]
         embeds = embeds * mask[..., None].to(embeds.dtype)
@@ -365,9 +270,6 @@ class WanCasperPipeline:
         grouped = stacked.view(jobs, num_latents, TEMPORAL_COMPRESSION, height, width).transpose(1, 2)
         resized = F.interpolate(grouped, size=(num_latents, *latent_size), mode="trilinear", align_corners=False)
         return resized.to(self.dtype)
-
-    def _to_device(self, tensor: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return tensor.to(device=self.execution_device, dtype=dtype or tensor.dtype)
 
     def _denoise_step(
         self, latents, condition, t, index, prompt_embeds, image_embeds, guidance_scale, windows, overlap
