@@ -136,7 +136,8 @@ def check_unit_values(name: str, values: torch.Tensor, expected: str = "values i
     finite = torch.isfinite(values)
     if not bool(finite.all()):
         bad = int(finite.numel() - finite.sum())
-        raise ValueError(f"{name}: {bad} value(s) are NaN or infinite; expected finite {expected}")
+        wanted = expected if expected.startswith("finite") else f"finite {expected}"
+        raise ValueError(f"{name}: {bad} value(s) are NaN or infinite; expected {wanted}")
     low, high = (float(v) for v in torch.aminmax(values))
     if low < -VALUE_TOLERANCE or high > 1.0 + VALUE_TOLERANCE:
         hint = "; 0..255 data must be divided by 255 first" if high > 1.0 + VALUE_TOLERANCE and high <= 255.5 else ""
