@@ -15,14 +15,10 @@ to one 81-frame window (an 81-frame clip pads to 85 frames, 4k+1 with k odd, and
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
-import types
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from casper_core import wan_keys
@@ -32,7 +28,7 @@ from casper_core.testing import randomize_
 from casper_core.wan_loading import SCHEDULER_CONFIG
 from casper_core.wan_pipeline import WanCasperPipeline
 from casper_core.wan_testing import (RELEASE_14B_CONFIG, RELEASE_1_3B_CONFIG, TINY_T5_CONFIG, TINY_VAE_CONFIG,
-                                     tiny_transformer_config)
+                                     import_reference_wan, tiny_transformer_config)
 
 UMT5_XXL = {"vocab_size": 256384, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
             "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
@@ -121,41 +117,11 @@ def run_ours(parts, args, device, dtype) -> dict:
     return result
 
 
-def import_reference(path: Path):
-    """The reference's Wan classes, imported from a checkout as the package ``videox_fun`` (no sys.path change);
-    its torchvision import (CLIP preprocessing of a picture whose features it zeroes) gets a minimal stand-in."""
-    import diffusers.pipelines.pipeline_utils  # noqa: F401  (torchvision probes before the stand-in exists)
-    import transformers  # noqa: F401
-
-    names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
-    stand_ins = {name: types.ModuleType(name) for name in names}
-    stand_ins[names[2]].to_tensor = lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
-    previous = {name: sys.modules.get(name) for name in names}
-    sys.modules.update(stand_ins)
-    try:
-        spec = importlib.util.spec_from_file_location("videox_fun", path / "videox_fun" / "__init__.py",
-                                                      submodule_search_locations=[str(path / "videox_fun")])
-        package = importlib.util.module_from_spec(spec)
-        sys.modules["videox_fun"] = package
-        spec.loader.exec_module(package)
-        from videox_fun.models.wan_text_encoder import WanT5EncoderModel
-        from videox_fun.models.wan_transformer3d import WanTransformer3DModel
-        from videox_fun.models.wan_vae import AutoencoderKLWan, AutoencoderKLWan_
-        from videox_fun.pipeline.pipeline_wan_fun_inpaint import WanFunInpaintPipeline
-    finally:
-        for name, module in previous.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-    return WanTransformer3DModel, AutoencoderKLWan, AutoencoderKLWan_, WanT5EncoderModel, WanFunInpaintPipeline
-
-
 def run_reference(parts, args, device, dtype) -> dict:
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     original, transformer, vae, text_encoder, tokenizer = parts
-    Transformer, Vae, VaeCore, TextEncoder, Pipeline = import_reference(Path(args.reference))
+    Transformer, Vae, VaeCore, TextEncoder, Pipeline = import_reference_wan(args.reference)
     # Built on the meta device and given our tensors (assign): no second copy of 14 B weights in host memory.
     with torch.device("meta"):
         ref_transformer = Transformer.from_config(original)

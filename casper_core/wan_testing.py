@@ -116,3 +116,47 @@ def random_lora(original_config: dict, seed: int, rank: int = LORA_RANK, alpha: 
             state[f"{module}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator) / rank
             state[f"{module}.alpha"] = torch.tensor(alpha)
     return state
+
+
+_REFERENCE_STAND_INS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+
+
+def import_reference_wan(checkout):
+    """The public reference's Wan classes from a local checkout (``checkout/videox_fun``), imported as the package
+    ``videox_fun`` without touching ``sys.path``: ``(WanTransformer3DModel, AutoencoderKLWan, AutoencoderKLWan_,
+    WanT5EncoderModel, WanFunInpaintPipeline)``. Its torchvision import (CLIP preprocessing of a black picture whose
+    features it then zeroes) gets a minimal ``to_tensor`` stand-in for the duration of the import only."""
+    import importlib.util
+    import sys
+    import types
+
+    import diffusers.pipelines.pipeline_utils  # noqa: F401  (their torchvision probes run before the stand-ins exist)
+    import numpy as np
+    import transformers  # noqa: F401
+
+    package_dir = Path(checkout) / "videox_fun"
+    stand_ins = {name: types.ModuleType(name) for name in _REFERENCE_STAND_INS}
+    stand_ins["torchvision.transforms.functional"].to_tensor = (
+        lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255)
+    stand_ins["torchvision"].transforms = stand_ins["torchvision.transforms"]
+    stand_ins["torchvision.transforms"].functional = stand_ins["torchvision.transforms.functional"]
+    previous = {name: sys.modules.get(name) for name in _REFERENCE_STAND_INS}
+    sys.modules.update(stand_ins)
+    try:
+        if "videox_fun" not in sys.modules:
+            spec = importlib.util.spec_from_file_location(
+                "videox_fun", package_dir / "__init__.py", submodule_search_locations=[str(package_dir)])
+            package = importlib.util.module_from_spec(spec)
+            sys.modules["videox_fun"] = package
+            spec.loader.exec_module(package)
+        from videox_fun.models.wan_text_encoder import WanT5EncoderModel
+        from videox_fun.models.wan_transformer3d import WanTransformer3DModel
+        from videox_fun.models.wan_vae import AutoencoderKLWan, AutoencoderKLWan_
+        from videox_fun.pipeline.pipeline_wan_fun_inpaint import WanFunInpaintPipeline
+    finally:
+        for name, module in previous.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+    return WanTransformer3DModel, AutoencoderKLWan, AutoencoderKLWan_, WanT5EncoderModel, WanFunInpaintPipeline

@@ -9,59 +9,20 @@ Harness-only stand-ins: the reference imports torchvision for its CLIP preproces
 it then sets to zero) — a minimal ``to_tensor`` replaces it during the import; its CLIP encoder is replaced by a
 module returning the zeros the reference ends up using.
 """
-import importlib.util
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from casper_core import wan_keys
 from casper_core.wan_loading import SCHEDULER_CONFIG
+from casper_core.wan_testing import import_reference_wan
 
 REFERENCE = Path(os.environ.get("GEN_OMNIMATTE_REF") or Path(__file__).parents[2] / ".ref" / "gen-omnimatte-public")
 pytestmark = pytest.mark.skipif(not (REFERENCE / "videox_fun").is_dir(),
                                 reason=f"no gen-omnimatte-public checkout at {REFERENCE}")
-_STAND_INS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
-
-
-def _import_reference():
-    """Import the reference's Wan modules from the checkout (as the package ``videox_fun``, no sys.path change)."""
-    import diffusers.pipelines.pipeline_utils  # noqa: F401  (their torchvision probes run before the stand-ins exist)
-    import transformers  # noqa: F401
-
-    stand_ins = {name: types.ModuleType(name) for name in _STAND_INS}
-    stand_ins["torchvision.transforms.functional"].to_tensor = (
-        lambda image: torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255)
-    stand_ins["torchvision"].transforms = stand_ins["torchvision.transforms"]
-    stand_ins["torchvision.transforms"].functional = stand_ins["torchvision.transforms.functional"]
-    previous = {name: sys.modules.get(name) for name in _STAND_INS}
-    sys.modules.update(stand_ins)
-    try:
-        if "videox_fun" not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                "videox_fun", REFERENCE / "videox_fun" / "__init__.py",
-                submodule_search_locations=[str(REFERENCE / "videox_fun")])
-            package = importlib.util.module_from_spec(spec)
-            sys.modules["videox_fun"] = package
-            spec.loader.exec_module(package)
-        from videox_fun.models.wan_text_encoder import WanT5EncoderModel
-        from videox_fun.models.wan_transformer3d import WanTransformer3DModel
-        from videox_fun.models.wan_vae import AutoencoderKLWan, AutoencoderKLWan_
-        from videox_fun.pipeline.pipeline_wan_fun_inpaint import WanFunInpaintPipeline
-    finally:
-        for name, module in previous.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-    return WanTransformer3DModel, AutoencoderKLWan, AutoencoderKLWan_, WanT5EncoderModel, WanFunInpaintPipeline
-
-
 class _ZeroClip(torch.nn.Module):
     """The reference sets its CLIP features of a black picture to zero; this returns those zeros directly."""
 
@@ -75,7 +36,7 @@ def reference_pipeline(tiny_wan_release, tiny_wan_pipe):
 
     from casper_core.wan_testing import TINY_VAE_CONFIG
 
-    Transformer, Vae, VaeCore, TextEncoder, Pipeline = _import_reference()
+    Transformer, Vae, VaeCore, TextEncoder, Pipeline = import_reference_wan(REFERENCE)
     ours = tiny_wan_pipe
     transformer = Transformer.from_config(json.loads((tiny_wan_release.base_dir / "config.json").read_text())).eval()
     state = {wan_keys.transformer_key_to_original(k): v for k, v in ours.transformer.state_dict().items()}
