@@ -1,12 +1,12 @@
 """Tensor names and configs of the Wan2.1-Fun release files, mapped onto diffusers' and transformers' Wan classes.
 
-The Wan2.1-Fun-InP releases (and the Casper weights fine-tuned from them) store every component in the original
-Wan code's layout (the one VideoX-Fun and the public Casper code use):
+The Wan2.1-Fun-InP releases (and the Casper weights fine-tuned from them) store every component under the original
+Wan model's tensor names:
 
 - transformer: ``config.json`` (``dim``, ``num_heads``, ``in_dim`` … of the original ``WanModel``) and
   ``diffusion_pytorch_model*.safetensors`` with keys such as ``blocks.0.self_attn.q.weight``;
-- VAE: ``Wan2.1_VAE.pth``, keys such as ``encoder.downsamples.0.residual.0.gamma``, no config;
-- text encoder: ``models_t5_umt5-xxl-enc-bf16.pth``, keys such as ``blocks.0.attn.q.weight``, no config.
+- VAE: ``Wan2.1_VAE.pth`` (read as its ``.safetensors`` conversion), keys such as ``encoder.downsamples.0.residual.0.gamma``, no config;
+- text encoder: ``models_t5_umt5-xxl-enc-bf16.pth`` (likewise), keys such as ``blocks.0.attn.q.weight``, no config.
 
 We run them on `diffusers.WanTransformer3DModel`, `diffusers.AutoencoderKLWan` and
 `transformers.UMT5EncoderModel`, which compute the same functions under other module names. Each mapping here is a

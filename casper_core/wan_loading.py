@@ -15,11 +15,10 @@ tensors, as for CogVideoX: at least `casper_core.loading.MIN_CASPER_SHARE` of th
 14B a LoRA (``lora_unet_…lora_down/lora_up/alpha``, the reference's format) merged into the base weights with
 ``lora_scale`` (1.0 as released). Either key layout is accepted: the original Wan names or diffusers'.
 
-**The two ``.pth`` files** are the only pickle-based files read anywhere in this project, because the release ships
-the VAE and text encoder in no other format. They are read with ``torch.load(weights_only=True)``: PyTorch's
-restricted unpickler, which rebuilds tensors and plain containers only and refuses any other object (it cannot run
-code from the file). A ``.safetensors`` file of the same name beside them (e.g. converted once with
-``safetensors.torch.save_file``) is preferred when present. Every other weight file must be safetensors.
+**Safetensors only.** The release ships its VAE and text encoder as ``.pth`` (pickle) files, which the pack never
+reads: ``python tools/convert_wan_release.py BASE_DIR`` converts them once to ``.safetensors`` beside them (outside
+ComfyUI, with PyTorch's restricted ``weights_only`` unpickler). A folder with only the ``.pth`` files is refused with
+that command in the message.
 """
 from __future__ import annotations
 
@@ -115,26 +114,22 @@ def check_wan_base_dir(base_dir) -> WanBaseFiles:
 
 
 def _release_weight_file(base: Path, stem: str, what: str) -> Path:
-    for suffix in (".safetensors", ".pth"):
-        if (base / f"{stem}{suffix}").is_file():
-            return base / f"{stem}{suffix}"
-    raise FileNotFoundError(f"base_dir {base} lacks the {what} {stem}.pth (or {stem}.safetensors)")
+    path = base / f"{stem}.safetensors"
+    if path.is_file():
+        return path
+    if (base / f"{stem}.pth").is_file():
+        raise FileNotFoundError(
+            f"base_dir {base} holds the {what} as {stem}.pth only; weights are read from safetensors only: convert "
+            f"it once with `python tools/convert_wan_release.py {base}` (writes {stem}.safetensors beside it)")
+    raise FileNotFoundError(f"base_dir {base} lacks the {what} {stem}.safetensors (converted from the release's "
+                            f"{stem}.pth by tools/convert_wan_release.py)")
 
 
 def read_release_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a release weight file: safetensors, or a ``.pth`` read with ``torch.load(weights_only=True)``."""
+    """Tensors of a release weight file (safetensors, header checked first)."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        check_safetensors_file(path)
-        return read_safetensors([path])
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001  (UnpicklingError for a refused object, RuntimeError, OSError)
-        raise ValueError(f"{path}: not a readable tensor file for torch.load(weights_only=True) ({error}); it is "
-                         "truncated, corrupt, or holds more than tensors") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a dict of tensors (a state dict), got {type(state).__name__}")
-    return state
+    check_safetensors_file(path)
+    return read_safetensors([path])
 
 
 def load_wan_casper_pipeline(

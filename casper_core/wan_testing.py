@@ -86,14 +86,14 @@ def write_tiny_wan_release(root, *, seed: int = 0, dtype: torch.dtype = torch.fl
     vae = randomize_(AutoencoderKLWan(**TINY_VAE_CONFIG), seed + 100)
     vae_state = {wan_keys.vae_key_to_original(k, TINY_VAE_CONFIG["num_res_blocks"]): v.detach().clone()
                  for k, v in vae.state_dict().items()}
-    torch.save(cast(vae_state), base / "Wan2.1_VAE.pth")
+    save_file(cast(vae_state), str(base / "Wan2.1_VAE.safetensors"))  # as tools/convert_wan_release.py writes
     t5 = randomize_(UMT5EncoderModel(UMT5Config(**t5_config)), seed + 200)
     t5_state = {}
     for key, value in t5.state_dict().items():
         original = wan_keys.t5_key_to_original(key)
         if original is not None:
             t5_state[original] = value.detach().clone()
-    torch.save(cast(t5_state), base / "models_t5_umt5-xxl-enc-bf16.pth")
+    save_file(cast(t5_state), str(base / "models_t5_umt5-xxl-enc-bf16.safetensors"))
 
     casper = root / "casper_wan2.1_fun_1.3b.safetensors"
     save_file(cast(original_transformer_state(random_transformer(config, seed + 1))), str(casper))
@@ -122,10 +122,10 @@ _REFERENCE_STAND_INS = ("torchvision", "torchvision.transforms", "torchvision.tr
 
 
 def import_reference_wan(checkout):
-    """The public reference's Wan classes from a local checkout (``checkout/videox_fun``), imported as the package
-    ``videox_fun`` without touching ``sys.path``: ``(WanTransformer3DModel, AutoencoderKLWan, AutoencoderKLWan_,
-    WanT5EncoderModel, WanFunInpaintPipeline)``. Its torchvision import (CLIP preprocessing of a black picture whose
-    features it then zeroes) gets a minimal ``to_tensor`` stand-in for the duration of the import only."""
+    """For parity checks only: the public reference's Wan transformer, VAE (wrapper and core), T5 encoder and inpaint
+    pipeline classes, imported from a local checkout as its own package without touching ``sys.path``. Its
+    torchvision import (CLIP preprocessing of a black picture whose features it then zeroes) gets a minimal
+    ``to_tensor`` stand-in for the duration of the import only."""
     import importlib.util
     import sys
     import types

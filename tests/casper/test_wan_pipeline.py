@@ -79,11 +79,11 @@ def test_lora_is_merged_as_the_reference_merges_it(tiny_wan_release):
 
 def test_base_folder_checks_name_what_is_wrong(tiny_wan_release, tmp_path):
     files = check_wan_base_dir(tiny_wan_release.base_dir)
-    assert files.vae.name == "Wan2.1_VAE.pth" and files.text_encoder.suffix == ".pth"
+    assert files.vae.name == "Wan2.1_VAE.safetensors" and files.text_encoder.suffix == ".safetensors"
     broken = tmp_path / "broken"
     shutil.copytree(tiny_wan_release.base_dir, broken)
-    (broken / "Wan2.1_VAE.pth").unlink()
-    with pytest.raises(FileNotFoundError, match="Wan2.1_VAE.pth"):
+    (broken / "Wan2.1_VAE.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="Wan2.1_VAE.safetensors"):
         check_wan_base_dir(broken)
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps({**config, "in_dim": 16}))
@@ -91,13 +91,45 @@ def test_base_folder_checks_name_what_is_wrong(tiny_wan_release, tmp_path):
         check_wan_base_dir(broken)
 
 
-def test_pth_files_are_read_weights_only(tmp_path):
-    path = tmp_path / "bad.pth"
-    torch.save({"weight": torch.zeros(2), "extra": slice(1, 2, 3)}, path)  # a pickled object that is no tensor
-    with pytest.raises(ValueError, match="bad.pth"):
-        read_release_weights(path)
-    torch.save({"weight": torch.ones(2)}, tmp_path / "good.pth")
-    assert torch.equal(read_release_weights(tmp_path / "good.pth")["weight"], torch.ones(2))
+def _converter():
+    """tools/convert_wan_release.py, loaded from its file (sys.path untouched)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "convert_wan_release", Path(__file__).parents[2] / "tools" / "convert_wan_release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_release_pth_files_are_refused_until_converted_to_safetensors(tiny_wan_release, tmp_path):
+    """The pack never unpickles: a folder as released (.pth VAE and text encoder) is refused with the one-time
+    conversion command; after it, the same tensors load."""
+    from safetensors.torch import load_file
+
+    released = tmp_path / "released"
+    shutil.copytree(tiny_wan_release.base_dir, released)
+    originals = {}
+    for stem in ("Wan2.1_VAE", "models_t5_umt5-xxl-enc-bf16"):
+        originals[stem] = load_file(str(released / f"{stem}.safetensors"))
+        torch.save(originals[stem], released / f"{stem}.pth")
+        (released / f"{stem}.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="convert_wan_release.py"):
+        check_wan_base_dir(released)
+    written = _converter().convert(released)
+    assert sorted(p.name for p in written) == ["Wan2.1_VAE.safetensors", "models_t5_umt5-xxl-enc-bf16.safetensors"]
+    for stem, state in originals.items():
+        converted = read_release_weights(released / f"{stem}.safetensors")
+        assert converted.keys() == state.keys() and all(torch.equal(converted[k], state[k]) for k in state)
+    assert _converter().convert(released) == []  # nothing overwritten on a second run
+
+
+def test_converter_refuses_pickles_that_hold_more_than_tensors(tmp_path):
+    torch.save({"weight": torch.zeros(2), "extra": slice(1, 2, 3)}, tmp_path / "Wan2.1_VAE.pth")
+    with pytest.raises(ValueError, match="Wan2.1_VAE.pth"):
+        _converter().convert(tmp_path)
+    assert not (tmp_path / "Wan2.1_VAE.safetensors").exists()
 
 
 def test_window_plan_keeps_every_window_full_length():
