@@ -245,10 +245,11 @@ def _optimise(
         with _autocast(device):
             rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx])
         composite = losses.over_background(rgb, alpha, background[idx])
+        # per batch: a whole-clip map would hold another background-size tensor; one gradient for both dead zones
+        grad = gradient_magnitude(background[idx]) if use_tolerance else None
         terms = {
             "recon": losses.reconstruction(composite, solos[idx], config.recon,
-                                           # per batch: a whole-clip map would hold another background-size tensor
-                                           pixel_noise(background[idx], flat, edge) if use_tolerance else None),
+                                           pixel_noise(background[idx], flat, edge, grad) if use_tolerance else None),
             "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness),
         }
         mask_w = _mask_weight(config, step)
@@ -262,7 +263,7 @@ def _optimise(
         if use_tolerance and coarse_sigma > 0:
             terms["recon_coarse"] = losses.coarse_reconstruction(
                 composite, solos[idx], coarse_sigma,
-                pixel_noise(background[idx], flat * _BLUR_NOISE_FACTOR / coarse_sigma, edge))
+                pixel_noise(background[idx], flat * _BLUR_NOISE_FACTOR / coarse_sigma, edge, grad))
         loss = sum(v.sum() for v in terms.values())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

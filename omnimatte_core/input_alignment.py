@@ -106,11 +106,12 @@ def gradient_magnitude(video: torch.Tensor) -> torch.Tensor:
     return (gx.square() + gy.square()).sqrt().reshape(shape)
 
 
-def pixel_noise(background: torch.Tensor, noise_sigma: torch.Tensor, edge_noise: torch.Tensor) -> torch.Tensor:
+def pixel_noise(background: torch.Tensor, noise_sigma: torch.Tensor, edge_noise: torch.Tensor,
+                grad: torch.Tensor | None = None) -> torch.Tensor:
     """Standard deviation of the residual between a solo and its aligned ``background [..., 3, H, W]`` at every pixel
     and channel: ``sqrt(noise_sigma² + (edge_noise · |∇background|)²)``; ``noise_sigma``, ``edge_noise`` broadcast
-    to ``[..., 3, 1, 1]``."""
-    grad = gradient_magnitude(background)
+    to ``[..., 3, 1, 1]``. ``grad``: ``gradient_magnitude(background)`` when the caller already has it."""
+    grad = gradient_magnitude(background) if grad is None else grad
     return (noise_sigma.square() + (edge_noise * grad).square()).sqrt()
 
 
