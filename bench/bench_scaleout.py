@@ -91,7 +91,7 @@ def main(argv=None) -> dict | None:
     device = torch.device(process.device if process else args.device)
     rank, world = (process.rank, process.world_size) if process else (0, 1)
     if process is None and device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index or 0)  # a bare "cuda" names no index; set_device needs one
 
     with tempfile.TemporaryDirectory() as scratch:
         write_word_tokenizer(Path(scratch) / "tokenizer")

@@ -73,7 +73,9 @@ def inputs(frames: int, height: int, width: int):
 
 
 def measure(run, device: torch.device, steps: int) -> dict:
-    """Time `run(progress)` and its steps; peak GPU memory when on CUDA."""
+    """Time `run(progress)` and its steps, after a one-step warm-up run (CUDA context, kernel selection and the
+    allocator's first growth would otherwise land on whichever pipeline runs first); peak GPU memory when on CUDA."""
+    run(lambda *_: None, steps=1)
     stamps = []
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -107,8 +109,8 @@ def run_ours(parts, args, device, dtype) -> dict:
     pipe.set_execution_device(memory.execution_device)
     video, trimask = inputs(args.frames, args.height, args.width)
 
-    def run(progress):
-        pipe(video, trimask, steps=args.steps, window_frames=args.window_frames, progress=progress)
+    def run(progress, steps=args.steps):
+        pipe(video, trimask, steps=steps, window_frames=args.window_frames, progress=progress)
 
     result = measure(run, device, args.steps)
     if memory.offloader is not None:
@@ -158,7 +160,7 @@ def run_reference(parts, args, device, dtype) -> dict:
     padded = max(padded_length(args.frames), args.window_frames)
     video, trimask = pad_frames(video, padded), pad_frames(trimask, padded, dim=1)
 
-    def run(progress):
+    def run(progress, steps=args.steps):
         def on_step(_pipe, step, timestep, kwargs):
             progress()
             return {}
@@ -166,7 +168,7 @@ def run_reference(parts, args, device, dtype) -> dict:
         with torch.no_grad():
             pipe("empty scene", height=args.height, width=args.width, num_frames=args.window_frames,
                  video=video.permute(3, 0, 1, 2)[None].contiguous(), mask_video=trimask[None], guidance_scale=1.0,
-                 num_inference_steps=args.steps, generator=torch.Generator(device).manual_seed(0),
+                 num_inference_steps=steps, generator=torch.Generator(device).manual_seed(0),
                  use_trimask=True, temporal_multidiffusion_stride=16, callback_on_step_end=on_step,
                  callback_on_step_end_tensor_inputs=[])
 
