@@ -211,6 +211,7 @@ def _optimise(
     progress: ProgressCallback | None,
     colour_sigma: float = 0.0,
     noise: torch.Tensor | None = None,
+    sparsity_map: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``;
     ``noise = (noise_sigma [N,3], edge_noise [N,3])`` is the noise model between each solo and its background: it
@@ -250,7 +251,8 @@ def _optimise(
         terms = {
             "recon": losses.reconstruction(composite, solos[idx], config.recon,
                                            pixel_noise(background[idx], flat, edge, grad) if use_tolerance else None),
-            "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness),
+            "sparsity": sparsity_weight * losses.sparsity(alpha, config.beta_l0, config.beta_l1, config.l0_sharpness,
+                                                          None if sparsity_map is None else sparsity_map[idx]),
         }
         mask_w = _mask_weight(config, step)
         if mask_w > 0:
@@ -379,6 +381,23 @@ def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torc
     return minimal_alpha((background + diff).clamp(0.0, 1.0), background)
 
 
+# Start alpha over which sparsity falls from its full weight to ``sparsity_on_differences`` of it.
+_SIGNIFICANT_ALPHA = 0.05
+
+
+def _sparsity_map(start_alpha: torch.Tensor, config: FitConfig) -> torch.Tensor | None:
+    """Per-pixel factor on sparsity: 1 where the start alpha is 0 (the solo equals the background up to the noise),
+    falling to ``config.sparsity_on_differences`` where it is clearly above 0. Sparsity is what keeps noise from
+    becoming opacity; where a difference is well above the noise, some opacity is needed anyway, and there a full
+    pull towards 0 only biases a translucent effect's alpha down to the least one that explains it (measured: a
+    reflection fitted at half its alpha). ``None`` when uniform."""
+    floor = config.sparsity_on_differences
+    if floor >= 1.0:
+        return None
+    significant = (start_alpha / _SIGNIFICANT_ALPHA).clamp(0.0, 1.0)
+    return (1.0 - (1.0 - floor) * significant).to(torch.bfloat16 if start_alpha.is_cuda else start_alpha.dtype)
+
+
 def _colour_sigma(config: FitConfig, size) -> float:
     """Pixels of the Gaussian that makes effect colours locally constant (0: the colour is tied to alpha)."""
     return 0.0 if config.colour_smoothing <= 0 else max(1.0, config.colour_smoothing * min(size))
@@ -437,6 +456,7 @@ def fit_layers(
             # network's output up in its first steps, and translucent effects come out nearly opaque.
             amin = torch.maximum(_start_alpha(solo_t, bg_t, noise, config), mask_t)
             features = _features(solo_t, bg_t, amin, config)
+            sparsity_map = _sparsity_map(amin, config)
             # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed beyond the noise)
             # rather than from alpha 0.5 everywhere: the fit then only has to close object interiors and refine.
             init_logit = _logit(amin, 1e-3) if config.init_from_minimal_alpha else torch.zeros_like(amin)
@@ -444,9 +464,9 @@ def fit_layers(
                 config=config, features=features, solos=solo_t, background=bg_t, masks=mask_t,
                 init_logit=init_logit, alpha_target=None, alpha_weight_map=None,
                 seed=seed, device=dev, progress=progress, colour_sigma=_colour_sigma(config, solo_t.shape[-2:]),
-                noise=noise,
+                noise=noise, sparsity_map=sparsity_map,
             )
-            del solo_t, bg_t, mask_t, features, init_logit, amin
+            del solo_t, bg_t, mask_t, features, init_logit, amin, sparsity_map
     finally:
         _release_memory(dev)
     return FittedLayers(rgb=rgb, alpha=alpha, steps=config.steps, seconds=time.perf_counter() - started,

@@ -47,12 +47,16 @@ def coarse_reconstruction(composite: torch.Tensor, solo: torch.Tensor, sigma: fl
     return _mean_per_object((blurred.abs() - tolerance).clamp_min(0.0))
 
 
-def sparsity(alpha: torch.Tensor, beta_l0: float, beta_l1: float, sharpness: float) -> torch.Tensor:
+def sparsity(alpha: torch.Tensor, beta_l0: float, beta_l1: float, sharpness: float,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
     """β0·L0-like + β1·L1 alpha sparsity. The L0-like term 2·(σ(k·α) − 0.5) is 0 at α = 0 and near 1 for any
-    clearly visible α, so it favours few non-zero pixels; the L1 term favours small values."""
-    l0 = _mean_per_object(2.0 * (torch.sigmoid(sharpness * alpha) - 0.5))
-    l1 = _mean_per_object(alpha)
-    return beta_l0 * l0 + beta_l1 * l1
+    clearly visible α, so it favours few non-zero pixels; the L1 term favours small values. ``weight`` (broadcastable
+    to alpha): a per-pixel factor on both."""
+    l0 = 2.0 * (torch.sigmoid(sharpness * alpha) - 0.5)
+    l1 = alpha
+    if weight is not None:
+        l0, l1 = l0 * weight, l1 * weight
+    return beta_l0 * _mean_per_object(l0) + beta_l1 * _mean_per_object(l1)
 
 
 def mask_supervision(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
