@@ -10,8 +10,9 @@ Presets:
 - ``paper``   — the supplement's settings as written: 20 000 steps per stage, 20-frame batches, base loss
   L2 + λ_sparsity 1 (β0 1, β1 10) + λ_mask 20 decaying; full-res L1 + λ_sparsity 10 + λ_mask 10 (off after
   2 000 steps) + λ_alpha 20.
-- ``default`` — 200 steps per stage: L1 reconstruction, λ_sparsity 0.1 (β0 1, β1 10, weighted by how much of the frame
-  the object covers), alpha kept at 1 inside the mask, no outside-mask term, a higher learning rate; the background
+- ``default`` — 200 steps per stage: L1 reconstruction, λ_sparsity 0.03 (β0 1, β1 10, weighted by how much of the
+  frame the object covers, and lightened to a fifth where the solo clearly differs from the background), alpha kept at
+  1 inside the mask, no outside-mask term, a coarse reconstruction term, a higher learning rate; the background
   aligned to each solo, the measured noise set aside (start and dead zone), a locally constant effect colour and the
   least-opacity start (see ``fit.py``). Measured in BENCHMARKS.md, on exact and on degraded inputs.
 - ``preview`` — a quick look: half the default's steps.
