@@ -322,9 +322,14 @@ def minimal_alpha(solo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     needs ``α ≥ (bg − solo)/bg`` (a black layer), a brighter one ``α ≥ (solo − bg)/(1 − bg)`` (a white layer); the
     pixel needs the largest of them. Exactly the alpha of a black shadow, 0 where nothing changed.
     """
+    return _channel_alpha(solo, background).amax(dim=-3, keepdim=True)
+
+
+def _channel_alpha(solo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Per channel, the least opacity of a black (darker) or white (brighter) layer that gives ``solo``."""
     diff = solo - background
     headroom = torch.where(diff < 0, background, 1.0 - background).clamp_min(1e-3)
-    return (diff.abs() / headroom).amax(dim=-3, keepdim=True).clamp(0.0, 1.0)
+    return (diff.abs() / headroom).clamp(0.0, 1.0)
 
 
 def _features(solo: torch.Tensor, background: torch.Tensor, min_alpha: torch.Tensor, config: FitConfig):
@@ -359,11 +364,12 @@ _BLUR_NOISE_FACTOR = 1.0 / (2.0 * math.sqrt(math.pi))
 
 
 def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
-                 config: FitConfig) -> torch.Tensor:
+                 config: FitConfig, per_channel: bool = False) -> torch.Tensor:
     """The least opacity that explains the solo video once noise is set aside. A difference to the background larger
     than ``noise_threshold`` noise standard deviations is kept as it is; a smaller one is blurred by 1 px and shrunk
     towards 0 by that many standard deviations of the blurred noise, so differences at the noise level start at
-    alpha 0 while faint but extended effects survive. ``[T,N,3,H,W]`` → ``[T,N,1,H,W]``."""
+    alpha 0 while faint but extended effects survive. ``[T,N,3,H,W]`` → ``[T,N,1,H,W]`` (``per_channel``: each
+    channel's own least opacity, ``[T,N,3,H,W]``)."""
     diff = solo - background
     if config.noise_threshold > 0:
         t, n, c, h, w = diff.shape
@@ -378,24 +384,36 @@ def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torc
         # their own sharp value: exact inputs keep the exact least opacity.
         sharp = (diff.abs() > config.noise_threshold * sigma) & (shrunk != 0)
         diff = torch.where(sharp, diff, shrunk)
-    return minimal_alpha((background + diff).clamp(0.0, 1.0), background)
+    denoised = (background + diff).clamp(0.0, 1.0)
+    return _channel_alpha(denoised, background) if per_channel else minimal_alpha(denoised, background)
 
 
-# Start alpha over which sparsity falls from its full weight to ``sparsity_on_differences`` of it.
-_SIGNIFICANT_ALPHA = 0.05
+# Spread of the per-channel least opacities over which sparsity falls from its full weight to its floor, and the
+# blur (pixels) applied to them first.
+_CHROMATIC_SPREAD = (0.02, 0.06)
+_CHROMATIC_BLUR = 3.0
 
 
-def _sparsity_map(start_alpha: torch.Tensor, config: FitConfig) -> torch.Tensor | None:
-    """Per-pixel factor on sparsity: 1 where the start alpha is 0 (the solo equals the background up to the noise),
-    falling to ``config.sparsity_on_differences`` where it is clearly above 0. Sparsity is what keeps noise from
-    becoming opacity; where a difference is well above the noise, some opacity is needed anyway, and there a full
-    pull towards 0 only biases a translucent effect's alpha down to the least one that explains it (measured: a
-    reflection fitted at half its alpha). ``None`` when uniform."""
+def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig) -> torch.Tensor | None:
+    """Per-pixel factor on sparsity from the per-channel least opacities ``[T,N,3,H,W]`` of the denoised difference:
+    1 where they agree, falling to ``config.sparsity_on_differences`` where they spread (``_CHROMATIC_SPREAD``).
+
+    Where every channel needs the same opacity the change is a pure darkening (or lightening) of the background: a
+    black (white) layer reproduces it exactly at that least opacity and at no other alpha with one colour, so the
+    least opacity is the answer and sparsity only holds it there against noise. Where the channels disagree the
+    change is coloured (a reflection's tint, brown dust): the least opacity is only a lower bound, and a full pull
+    towards it fits such effects at about half their alpha (measured: effect alpha error 0.15 for a reflection, 0.11
+    for dust on exact composites), so sparsity is lightened there and the background's texture decides. Noise-level
+    differences are 0 in every channel (``_start_alpha``) and keep full sparsity. ``None`` when uniform."""
     floor = config.sparsity_on_differences
     if floor >= 1.0:
         return None
-    significant = (start_alpha / _SIGNIFICANT_ALPHA).clamp(0.0, 1.0)
-    return (1.0 - (1.0 - floor) * significant).to(torch.bfloat16 if start_alpha.is_cuda else start_alpha.dtype)
+    shape = channel_alpha.shape
+    # averaged over a few pixels first: noise left in the per-channel values would read as colour
+    smooth = gaussian_blur(channel_alpha.reshape(-1, *shape[-3:]), _CHROMATIC_BLUR).reshape(shape)
+    spread = smooth.amax(dim=-3, keepdim=True) - smooth.amin(dim=-3, keepdim=True)
+    chromatic = ((spread - _CHROMATIC_SPREAD[0]) / (_CHROMATIC_SPREAD[1] - _CHROMATIC_SPREAD[0])).clamp(0.0, 1.0)
+    return (1.0 - (1.0 - floor) * chromatic).to(torch.bfloat16 if channel_alpha.is_cuda else channel_alpha.dtype)
 
 
 def _colour_sigma(config: FitConfig, size) -> float:
@@ -454,9 +472,11 @@ def fit_layers(
             del solos, background, masks  # the device copies; the frames-first versions replace them
             # Opaque inside the mask from the start: otherwise the term that holds alpha at 1 there drags the whole
             # network's output up in its first steps, and translucent effects come out nearly opaque.
-            amin = torch.maximum(_start_alpha(solo_t, bg_t, noise, config), mask_t)
+            channel_alpha = _start_alpha(solo_t, bg_t, noise, config, per_channel=True)
+            sparsity_map = _sparsity_map(channel_alpha, config)
+            amin = torch.maximum(channel_alpha.amax(dim=2, keepdim=True), mask_t)
+            del channel_alpha
             features = _features(solo_t, bg_t, amin, config)
-            sparsity_map = _sparsity_map(amin, config)
             # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed beyond the noise)
             # rather than from alpha 0.5 everywhere: the fit then only has to close object interiors and refine.
             init_logit = _logit(amin, 1e-3) if config.init_from_minimal_alpha else torch.zeros_like(amin)

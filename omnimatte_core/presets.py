@@ -11,7 +11,7 @@ Presets:
   L2 + λ_sparsity 1 (β0 1, β1 10) + λ_mask 20 decaying; full-res L1 + λ_sparsity 10 + λ_mask 10 (off after
   2 000 steps) + λ_alpha 20.
 - ``default`` — 200 steps per stage: L1 reconstruction, λ_sparsity 0.03 (β0 1, β1 10, weighted by how much of the
-  frame the object covers, and lightened to a fifth where the solo clearly differs from the background), alpha kept at
+  frame the object covers, and lightened to a fifth where the solo's change is coloured), alpha kept at
   1 inside the mask, no outside-mask term, a coarse reconstruction term, a higher learning rate; the background
   aligned to each solo, the measured noise set aside (start and dead zone), a locally constant effect colour and the
   least-opacity start (see ``fit.py``). Measured in BENCHMARKS.md, on exact and on degraded inputs.
@@ -77,10 +77,12 @@ class FitConfig:
     l0_sharpness: float = 5.0
     """k in 2·(sigmoid(k·α) − 0.5), the L0-like sparsity term."""
     sparsity_on_differences: float = 0.2
-    """Sparsity's weight, as a share of its full weight, where the start alpha is clearly above 0 (a difference well
-    above the noise; ``fit._sparsity_map``). 1: uniform sparsity. Uniform sparsity fitted a reflection and a dust
-    trail at about half their alpha (effect alpha error 0.15 and 0.11 on exact composites); 0 lets a black shadow's
-    alpha drift 0.1 too high under noise, where the dead zone hides the background texture that measures it."""
+    """Sparsity's weight, as a share of its full weight, where the solo differs from the background by a *coloured*
+    change, one that needs a different opacity in each channel (``fit._sparsity_map``); 1: uniform sparsity. Uniform
+    sparsity fitted a reflection and a dust trail near their least opacity (effect alpha error 0.15 and 0.11 on exact
+    composites). Lightening it wherever the solo differs at all (a pure darkening too) let a black shadow's alpha
+    drift up to 0.19 too high under noise and JPEG, where the dead zone hides the texture that measures it; for a
+    darkening the least opacity already is the alpha, so there sparsity stays whole."""
     sparsity_by_coverage: bool = True
     """Multiply the sparsity weight by the mean object-mask coverage, so its pull is the same for small and large
     objects (the public reimplementation does this too)."""

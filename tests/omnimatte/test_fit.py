@@ -230,3 +230,33 @@ def test_fit_hands_over_layers_and_the_full_resolution_stage_takes_them():
     from_fit = fit_layers_full_res(s.solos, s.background, s.masks, base, steps=1, device="cpu")
     from_layers = fit_layers_full_res(s.solos, s.background, s.masks, layers, steps=1, device="cpu")
     assert torch.equal(from_fit.alpha, from_layers.alpha)
+
+
+def test_sparsity_is_lightened_only_where_the_change_is_coloured():
+    """A black 40 % shadow needs the same opacity in every channel (the least opacity is its alpha): full sparsity.
+    A brown 40 % dust veil needs different opacities per channel (the least opacity is only a bound): the floor.
+    Noise at the measured level starts at 0 in every channel: full sparsity."""
+    from omnimatte_core.fit import _sparsity_map, _start_alpha
+
+    g = torch.Generator().manual_seed(0)
+    t, h, w = 2, 24, 24
+    background = 0.3 + 0.4 * torch.rand(t, 1, 3, h, w, generator=g)
+    dust = torch.tensor([0.55, 0.4, 0.25]).view(1, 1, 3, 1, 1)
+    solo = background.clone()
+    solo[..., :8, :] = 0.6 * background[..., :8, :]  # black shadow, alpha 0.4
+    solo[..., 8:16, :] = 0.4 * dust + 0.6 * background[..., 8:16, :]  # brown dust, alpha 0.4
+    sigma = 2 / 255
+    solo[..., 16:, :] += sigma * torch.randn(t, 1, 3, 8, w, generator=g)  # noise only
+    noise = (torch.full((1, 3), sigma), torch.zeros(1, 3))
+    config = resolve_config("default", "base")
+    weights = _sparsity_map(_start_alpha(solo, background, noise, config, per_channel=True), config)
+    inner = (slice(None), slice(None), slice(None), slice(2, -2), slice(2, -2))  # away from the band edges' blur
+    shadow, veil, noisy = (weights[..., a:b, :][inner].float() for a, b in ((0, 8), (8, 16), (16, 24)))
+    floor = config.sparsity_on_differences
+    assert floor < 1.0
+    assert shadow.min() > 0.99, shadow.min()
+    # (where the background's own colour lies along the dust's, the tint reads as a darkening: a few pixels)
+    assert veil.mean() < floor + 0.05 and (veil <= floor + 1e-3).float().mean() > 0.9, veil
+    assert noisy.mean() > 0.97, noisy.mean()
+    assert _sparsity_map(torch.zeros(1, 1, 3, 4, 4), resolve_config("default", "base", sparsity_on_differences=1.0)) \
+        is None
