@@ -363,13 +363,13 @@ def _prepare_inputs(solos: torch.Tensor, background: torch.Tensor, masks: torch.
 _BLUR_NOISE_FACTOR = 1.0 / (2.0 * math.sqrt(math.pi))
 
 
-def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
-                 config: FitConfig, per_channel: bool = False) -> torch.Tensor:
+def _start_channel_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
+                         config: FitConfig) -> torch.Tensor:
     """The least opacity that explains the solo video once noise is set aside. A difference to the background larger
     than ``noise_threshold`` noise standard deviations is kept as it is; a smaller one is blurred by 1 px and shrunk
     towards 0 by that many standard deviations of the blurred noise, so differences at the noise level start at
-    alpha 0 while faint but extended effects survive. ``[T,N,3,H,W]`` → ``[T,N,1,H,W]`` (``per_channel``: each
-    channel's own least opacity, ``[T,N,3,H,W]``)."""
+    alpha 0 while faint but extended effects survive. Per channel: ``[T,N,3,H,W]`` → ``[T,N,3,H,W]``; the pixel's
+    start alpha is their largest (``_start_alpha``)."""
     diff = solo - background
     if config.noise_threshold > 0:
         t, n, c, h, w = diff.shape
@@ -384,8 +384,13 @@ def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torc
         # their own sharp value: exact inputs keep the exact least opacity.
         sharp = (diff.abs() > config.noise_threshold * sigma) & (shrunk != 0)
         diff = torch.where(sharp, diff, shrunk)
-    denoised = (background + diff).clamp(0.0, 1.0)
-    return _channel_alpha(denoised, background) if per_channel else minimal_alpha(denoised, background)
+    return _channel_alpha((background + diff).clamp(0.0, 1.0), background)
+
+
+def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
+                 config: FitConfig) -> torch.Tensor:
+    """The start alpha, ``[T,N,1,H,W]``: the largest of ``_start_channel_alpha``'s."""
+    return _start_channel_alpha(solo, background, noise, config).amax(dim=-3, keepdim=True)
 
 
 # Spread of the per-channel least opacities over which sparsity falls from its full weight to its floor, and the
@@ -404,7 +409,7 @@ def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig) -> torch.Tenso
     change is coloured (a reflection's tint, brown dust): the least opacity is only a lower bound, and a full pull
     towards it fits such effects at about half their alpha (measured: effect alpha error 0.15 for a reflection, 0.11
     for dust on exact composites), so sparsity is lightened there and the background's texture decides. Noise-level
-    differences are 0 in every channel (``_start_alpha``) and keep full sparsity. ``None`` when uniform."""
+    differences are 0 in every channel (``_start_channel_alpha``) and keep full sparsity. ``None`` when uniform."""
     floor = config.sparsity_on_differences
     if floor >= 1.0:
         return None
@@ -472,9 +477,9 @@ def fit_layers(
             del solos, background, masks  # the device copies; the frames-first versions replace them
             # Opaque inside the mask from the start: otherwise the term that holds alpha at 1 there drags the whole
             # network's output up in its first steps, and translucent effects come out nearly opaque.
-            channel_alpha = _start_alpha(solo_t, bg_t, noise, config, per_channel=True)
+            channel_alpha = _start_channel_alpha(solo_t, bg_t, noise, config)
             sparsity_map = _sparsity_map(channel_alpha, config)
-            amin = torch.maximum(channel_alpha.amax(dim=2, keepdim=True), mask_t)
+            amin = torch.maximum(channel_alpha.amax(dim=-3, keepdim=True), mask_t)
             del channel_alpha
             features = _features(solo_t, bg_t, amin, config)
             # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed beyond the noise)

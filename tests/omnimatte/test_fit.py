@@ -236,7 +236,7 @@ def test_sparsity_is_lightened_only_where_the_change_is_coloured():
     """A black 40 % shadow needs the same opacity in every channel (the least opacity is its alpha): full sparsity.
     A brown 40 % dust veil needs different opacities per channel (the least opacity is only a bound): the floor.
     Noise at the measured level starts at 0 in every channel: full sparsity."""
-    from omnimatte_core.fit import _sparsity_map, _start_alpha
+    from omnimatte_core.fit import _sparsity_map, _start_channel_alpha
 
     g = torch.Generator().manual_seed(0)
     t, band, w = 2, 20, 24
@@ -250,7 +250,7 @@ def test_sparsity_is_lightened_only_where_the_change_is_coloured():
     solo[..., 2 * band:, :] += sigma * torch.randn(t, 1, 3, band, w, generator=g)  # noise only
     noise = (torch.full((1, 3), sigma), torch.zeros(1, 3))
     config = resolve_config("default", "base")
-    weights = _sparsity_map(_start_alpha(solo, background, noise, config, per_channel=True), config)
+    weights = _sparsity_map(_start_channel_alpha(solo, background, noise, config), config)
     inner = (slice(None), slice(None), slice(None), slice(8, -8), slice(None))  # beyond the 3 px blur's reach
     shadow, veil, noisy = (weights[..., a:b, :][inner].float() for a, b in ((0, band), (band, 2 * band), (2 * band, h)))
     floor = config.sparsity_on_differences
