@@ -576,7 +576,7 @@ def kernel_profile(transformer, args, device: torch.device, dtype: torch.dtype, 
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
     totals = {"attention": 0.0, "gemm": 0.0, "other": 0.0}
-    others = {}
+    named = {"attention": {}, "other": {}}
     kernel_type = torch.autograd.DeviceType.CUDA if device.type == "cuda" else torch.autograd.DeviceType.CPU
     for event in prof.key_averages():
         if event.device_type != kernel_type:
@@ -586,15 +586,15 @@ def kernel_profile(transformer, args, device: torch.device, dtype: torch.dtype, 
             micros = event.self_cpu_time_total
         kind = kernel_kind(event.key)
         totals[kind] += micros / 1e6
-        if kind == "other":
-            others[event.key] = others.get(event.key, 0.0) + micros / 1e6
+        if kind != "gemm":
+            named[kind][event.key] = named[kind].get(event.key, 0.0) + micros / 1e6
     total = sum(totals.values())
     return {
         "total_s": total,
         **{f"{kind}_s": seconds for kind, seconds in totals.items()},
         **{f"{kind}_share": seconds / total if total else None for kind, seconds in totals.items()},
-        "top_other": sorted(((name[:90], round(sec * 1e3, 3)) for name, sec in others.items()),
-                            key=lambda item: -item[1])[:top],
+        **{f"top_{kind}": sorted(((name[:90], round(sec * 1e3, 3)) for name, sec in kernels.items()),
+                                 key=lambda item: -item[1])[:top] for kind, kernels in named.items()},
     }
 
 
@@ -604,8 +604,16 @@ _GEMM_KERNELS = ("gemm", "matmul", "xmma", "cutlass", "nvjet", "scaled_mm", "wgm
 
 
 def kernel_kind(name: str) -> str:
-    """``"attention"``, ``"gemm"`` or ``"other"`` for a profiler kernel name."""
+    """``"attention"``, ``"gemm"`` or ``"other"`` for a profiler kernel name.
+
+    Inductor names its generated kernels after the operations they fuse: a pointwise or reduction kernel that
+    prepares the attention's inputs (RoPE, q/k norms, the layout change) is called ``triton_poi_fused_..._attention_...``
+    although it does no attention; only its template kernels (``triton_tem_``) are matrix products."""
     lowered = name.lower()
+    if lowered.startswith("triton_tem"):
+        return "gemm"
+    if lowered.startswith(("triton_poi", "triton_red", "triton_per")):
+        return "other"
     if any(key in lowered for key in _ATTENTION_KERNELS):
         return "attention"
     if any(key in lowered for key in _GEMM_KERNELS):
