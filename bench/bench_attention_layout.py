@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 HEADS, HEAD_DIM, TOKENS = 48, 64, 11_088 + 226
+LAYERS = 42  # transformer blocks, one attention each
 
 
 def time_ms(fn, *args, calls: int = 20) -> float:
@@ -71,9 +72,9 @@ def main() -> None:
         compiled = torch.compile(lambda a, c, s: rope_then_attention(a, c, s, forced))
         rows.append((f"RoPE + attention, compiled, {label}", time_ms(compiled, x, cos, sin)))
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  {HEADS}x{HEAD_DIM} heads, {TOKENS} tokens")
-    print(f"{'case':60s} ms / layer   × 42 layers")
+    print(f"{'case':60s} ms / layer   × {LAYERS} layers")
     for name, ms in rows:
-        print(f"{name:60s} {ms:10.2f} {42 * ms:11.1f}")
+        print(f"{name:60s} {ms:10.2f} {LAYERS * ms:11.1f}")
     with open(args.out, "x") as f:
         json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                    "rows": [{"case": name, "ms_per_layer": ms} for name, ms in rows]}, f, indent=1)
