@@ -69,10 +69,47 @@ def _warp(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(video, grid, mode="bicubic", padding_mode="border", align_corners=True)
 
 
+# Blurs of at least this many pixels of sigma run on a grid coarser by a factor sigma // this (see gaussian_blur).
+_COARSE_BLUR_PIXELS = 4.0
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[B,C,H,W]`` with reflected borders (kernel radius 3σ); identity for σ ≤ 0."""
+    """Separable Gaussian blur of ``[B,C,H,W]`` with reflected borders (kernel radius 3σ); identity for σ ≤ 0.
+
+    A wide blur (σ ≥ 2·``_COARSE_BLUR_PIXELS``) runs on a coarser grid (``_coarse_gaussian_blur``): the fit's effect
+    colour average and coarse reconstruction blur by 16–40 px at every step, and a 100–250-tap depthwise convolution
+    over every pixel made them most of a full-resolution step."""
     if sigma <= 0:
         return x
+    if sigma >= 2 * _COARSE_BLUR_PIXELS:
+        return _coarse_gaussian_blur(x, sigma)
+    return _separable_gaussian_blur(x, sigma)
+
+
+def _coarse_gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The Gaussian blur of ``x`` by ``sigma`` px computed on a grid ``f = sigma // _COARSE_BLUR_PIXELS`` times
+    coarser: reflect-pad by 3σ (so the borders match the exact blur), average ``f × f`` cells, blur the rest of the
+    variance there, upsample bilinearly and crop. Within 6·10⁻⁴ of the exact blur for σ = 8–40 px (measured on
+    textured images), at about 1/f² of the work."""
+    f = int(sigma // _COARSE_BLUR_PIXELS)
+    h, w = x.shape[-2:]
+    pad = min(int(3 * sigma + 0.5), h - 1, w - 1)
+    pad -= pad % f
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+        padded = y.shape[-2:]
+        # A short blur first: the gradient of a bare f × f average is constant over each cell, which would print the
+        # coarse grid into whatever the blur's gradient reaches (alpha, through the fit's colour average).
+        y = F.avg_pool2d(_separable_gaussian_blur(y, 0.5 * f), f, ceil_mode=True, count_include_pad=False)
+        # the short blur has variance f²/4, an f-px box (f² − 1)/12, bilinear upsampling by f adds about f²/6; the
+        # coarse blur adds what is left of σ² (in coarse pixels)
+        rest = math.sqrt(max(sigma ** 2 - f * f / 4 - (f * f - 1) / 12 - f * f / 6, 0.25 * f * f)) / f
+        y = _separable_gaussian_blur(y, rest)
+        y = F.interpolate(y, scale_factor=f, mode="bilinear", align_corners=False)[..., :padded[0], :padded[1]]
+        return y[..., pad:pad + h, pad:pad + w]
+
+
+def _separable_gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, int(3 * sigma + 0.5))
     radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
     if radius < 1:
