@@ -57,6 +57,12 @@ class FitConfig:
     shorter side (at least 1 px), so alpha is measured by the background's texture showing through; 0 ties the colour
     to alpha everywhere (the least-opacity layer). See ``fit._LayerModel``."""
 
+    texture_pool: float = 0.04
+    """Neighbourhood (Gaussian width, fraction of the shorter side; 0: off) over which the background's texture
+    showing through the solo is read as opacity (``texture_alpha``). Where that reading is clearly above the least
+    opacity, the fit starts from it: a tinted translucent layer (dust near the ground's colour) otherwise stays near
+    its least opacity under noise. See ``fit._lift_by_texture``."""
+
     coarse_recon: float = 0.02
     """Gaussian scale (fraction of the shorter side; 0: off) of a second reconstruction term on the blurred
     residual, with its own dead zone at the blurred noise level. A per-pixel dead zone of a few noise deviations also

@@ -1,0 +1,101 @@
+"""A translucent effect's opacity read from how much of the background's texture shows through it.
+
+Over a layer of locally constant colour ``c`` and opacity ``α`` the solo video is ``α·c + (1 − α)·bg``: its fine detail
+is the background's, scaled by ``1 − α``. Regressing the solo's detail on the background's over a neighbourhood gives
+``1 − α`` whatever the layer's colour. That tells a brown dust cloud at α 0.25 from a faint darkening at its least
+opacity 0.06, which the per-pixel colour difference cannot, and it survives noise the per-pixel difference does not
+(measured: dust whose least opacity averages 0.06 against a true 0.24 is read at 0.21–0.26 under noise of 4/255).
+
+The estimate is kept only where it can be trusted:
+
+- the background has texture well above its own noise there (the noise would bias the regression towards α = 1 and
+  is subtracted from it, which only works while the texture dominates);
+- the attenuated background explains most of the solo's detail (R²): a reflection carries texture of its own, and
+  its estimate is noise;
+- it stands out from what the same estimator reads far from the object, where nothing is there: JPEG and resampling
+  attenuate fine detail too, and that level differs per clip.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .input_alignment import gaussian_blur
+
+DETAIL_SIGMAS = (1.0, 3.0)
+"""Detail is the band between Gaussian blurs of these widths (pixels): below it is pixel noise, above it the
+layer's own smooth colour."""
+TEXTURE_SNR = 4.0
+"""The background's detail energy must exceed this multiple of its noise energy for an estimate."""
+R2_RAMP = (0.6, 0.8)
+"""Share of the solo's detail that the attenuated background must explain: none of the estimate is kept below the
+first value, all of it above the second."""
+NULL_MADS = 4.0
+"""An estimate counts only above the median plus this many robust deviations of the estimates far from the object."""
+MASK_MARGIN = 3
+"""Pixels around the object mask left out of the regression (the object's own texture is not the background's)."""
+FAR_MARGIN = 10
+"""Pixels from the object mask beyond which estimates make up the null distribution."""
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    shape = x.shape
+    return gaussian_blur(x.reshape(-1, *shape[-3:]), sigma).reshape(shape)
+
+
+def _detail(x: torch.Tensor) -> torch.Tensor:
+    return _blur(x, DETAIL_SIGMAS[0]) - _blur(x, DETAIL_SIGMAS[1])
+
+
+def _detail_noise_gain() -> float:
+    """Variance of white noise of variance 1 after the detail band-pass (continuous Gaussians)."""
+    s1, s2 = (s * s for s in DETAIL_SIGMAS)
+    return 1.0 / (4 * math.pi * s1) + 1.0 / (4 * math.pi * s2) - 1.0 / (math.pi * (s1 + s2))
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    shape = mask.shape
+    flat = mask.reshape(-1, 1, *shape[-2:])
+    return F.max_pool2d(flat, 2 * radius + 1, stride=1, padding=radius).reshape(shape)
+
+
+def texture_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, noise_sigma: torch.Tensor,
+                  pool: float) -> torch.Tensor:
+    """Opacity of a locally constant translucent layer, from the background's texture showing through it.
+
+    Args:
+        solo, background: ``[T, N, 3, H, W]`` per object, the background aligned to that solo.
+        mask: ``[T, N, 1, H, W]`` binary object masks.
+        noise_sigma: ``[N, 3]`` standard deviation of ``solo − background`` where nothing differs (both videos'
+            noise; half its variance is taken as the background's).
+        pool: Gaussian width (pixels) of the neighbourhood each regression is taken over.
+
+    Returns ``[T, N, 1, H, W]``: the estimate where it can be trusted (see the module's docstring), 0 elsewhere.
+    """
+    t, n, _, h, w = solo.shape
+    noise_var = (noise_sigma.to(solo.device).square() / 2 * _detail_noise_gain()).view(n, 3, 1, 1)
+    out = torch.zeros(t, n, 1, h, w, device=solo.device)
+    # per object, so the band-passed copies of one clip (not of all objects at once) are in memory
+    for i in range(n):
+        keep = 1.0 - _dilate(mask[:, i], MASK_MARGIN)
+        weight = _blur(keep, pool).clamp_min(1e-3)
+        solo_detail, bg_detail = _detail(solo[:, i]), _detail(background[:, i])
+        cross = (_blur(solo_detail * bg_detail * keep, pool) / weight).sum(1, keepdim=True)
+        bg_energy = (_blur(bg_detail.square() * keep, pool) / weight - noise_var[i]).sum(1, keepdim=True)
+        solo_energy = (_blur(solo_detail.square() * keep, pool) / weight - noise_var[i]).sum(1, keepdim=True)
+        del solo_detail, bg_detail
+        textured = (bg_energy > TEXTURE_SNR * noise_var[i].sum()) & (weight > 0.5) & (keep > 0)
+        alpha = (1.0 - cross / bg_energy.clamp_min(1e-8)).clamp(0.0, 1.0)
+        explained = cross.square() / bg_energy.clamp_min(1e-8) / solo_energy.clamp_min(1e-8)
+        trust = ((explained - R2_RAMP[0]) / (R2_RAMP[1] - R2_RAMP[0])).clamp(0.0, 1.0)
+        alpha = alpha * trust * textured
+        far = (_dilate(mask[:, i], FAR_MARGIN) == 0) & textured
+        null = alpha[far]
+        if null.numel():
+            median = null.median()
+            threshold = median + NULL_MADS * 1.4826 * (null - median).abs().median()
+            alpha = torch.where(alpha > threshold, alpha, torch.zeros_like(alpha))
+        out[:, i] = alpha
+    return out

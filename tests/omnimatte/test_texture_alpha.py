@@ -1,0 +1,101 @@
+"""Reading a translucent layer's opacity from the background's texture showing through it (``texture_alpha``)."""
+import torch
+
+from omnimatte_core.fit import minimal_alpha
+from omnimatte_core.input_alignment import gaussian_blur
+from omnimatte_core.texture_alpha import texture_alpha
+
+T, H, W = 4, 64, 96
+NOISE = 4 / 255  # on each video
+POOL = 4.0
+
+
+def _texture(seed: int, amplitude: float = 0.12) -> torch.Tensor:
+    """A textured ground ``[T,3,H,W]`` (grain of a few pixels) around a brownish mean."""
+    g = torch.Generator().manual_seed(seed)
+    grain = gaussian_blur(torch.randn(T, 3, H, W, generator=g), 1.2)
+    grain = grain / grain.std()
+    mean = torch.tensor([0.55, 0.45, 0.35]).view(1, 3, 1, 1)
+    return (mean + amplitude * grain).clamp(0, 1)
+
+
+def _noisy(x: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (x + NOISE * torch.randn(x.shape, generator=g)).clamp(0, 1)
+
+
+def _layer_region():
+    """A square translucent region away from a small object in the corner: ``(region [T,1,H,W], mask)``."""
+    region = torch.zeros(T, 1, H, W)
+    region[..., 16:48, 40:80] = 1.0
+    mask = torch.zeros(T, 1, H, W)
+    mask[..., 2:12, 2:12] = 1.0
+    return region, mask
+
+
+def _read(solo, background, mask, noise=NOISE):
+    sigma = torch.full((1, 3), noise * 2 ** 0.5)  # both videos' noise
+    return texture_alpha(solo.unsqueeze(1), background.unsqueeze(1), mask.unsqueeze(1), sigma, POOL)[:, 0]
+
+
+def test_a_tinted_layer_is_read_at_its_alpha_not_its_least_opacity():
+    ground = _texture(0)
+    region, mask = _layer_region()
+    alpha = 0.3 * region
+    colour = 0.75 * ground.mean(dim=(-2, -1), keepdim=True)  # dust a little darker than the ground's mean
+    solo = alpha * colour + (1 - alpha) * ground
+    solo, background = _noisy(solo, 1), _noisy(ground, 2)
+    reading = _read(solo, background, mask)
+    inner = torch.zeros_like(region, dtype=torch.bool)
+    inner[..., 22:42, 48:72] = True  # a pooling width inside the region
+    assert (reading[inner] - 0.3).abs().mean() < 0.05
+    assert (reading[inner] > 0.15).float().mean() > 0.95
+    # what the colour difference alone says: the least opacity of this layer is far lower, and under the noise
+    # about half of it is hidden
+    assert minimal_alpha(solo, background)[inner].median() < 0.15
+    outside = torch.ones_like(region, dtype=torch.bool)
+    outside[..., 8:56, 28:92] = False
+    assert (reading[outside] > 0.05).float().mean() < 0.01
+
+
+def test_noise_alone_reads_as_no_layer():
+    ground = _texture(3)
+    _, mask = _layer_region()
+    reading = _read(_noisy(ground, 4), _noisy(ground, 5), mask)
+    assert (reading > 0.05).float().mean() < 0.01
+
+
+def test_a_layer_with_texture_of_its_own_is_not_read():
+    # a reflection: the layer's colour has its own grain, so the attenuated background does not explain the solo's
+    # detail and the regression says nothing about alpha
+    ground, own = _texture(6), _texture(7, amplitude=0.2)
+    region, mask = _layer_region()
+    alpha = 0.4 * region
+    solo = _noisy(alpha * own + (1 - alpha) * ground, 8)
+    reading = _read(solo, _noisy(ground, 9), mask)
+    inner = torch.zeros_like(region, dtype=torch.bool)
+    inner[..., 22:42, 48:72] = True  # at its border the pooled neighbourhood is mostly bare ground
+    assert (reading[inner] > 0.05).float().mean() < 0.05
+
+
+def test_no_reading_without_texture_or_near_the_object():
+    flat = torch.full((T, 3, H, W), 0.5)
+    region, mask = _layer_region()
+    alpha = 0.3 * region
+    solo = _noisy(alpha * 0.3 + (1 - alpha) * flat, 10)
+    assert _read(solo, _noisy(flat, 11), mask).abs().max() == 0
+    # the object's own texture is never compared with the ground's
+    ground = _texture(12)
+    solo = torch.where(mask.bool(), _texture(13), ground)
+    reading = _read(_noisy(solo, 14), _noisy(ground, 15), mask)
+    assert reading[..., :14, :14].abs().max() == 0
+
+
+def test_detail_lost_everywhere_is_not_read_as_opacity():
+    # compression or resampling soften the solo's fine detail over the whole frame; the estimate far from the object
+    # sets the level that counts as nothing
+    ground = _texture(16)
+    region, mask = _layer_region()
+    soft = gaussian_blur(ground, 0.8)
+    reading = _read(_noisy(soft, 17), _noisy(ground, 18), mask)
+    assert (reading > 0.05).float().mean() < 0.02
