@@ -77,25 +77,37 @@ def texture_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tens
     t, n, _, h, w = solo.shape
     noise_var = (noise_sigma.to(solo.device).square() / 2 * _detail_noise_gain()).view(n, 3, 1, 1)
     out = torch.zeros(t, n, 1, h, w, device=solo.device)
-    # per object, so the band-passed copies of one clip (not of all objects at once) are in memory
+    far = torch.zeros(t, n, 1, h, w, dtype=torch.bool, device=solo.device)
+    # per object and a few frames at a time: the band-passed copies of a whole 85-frame clip would take gigabytes
     for i in range(n):
-        keep = 1.0 - _dilate(mask[:, i], MASK_MARGIN)
-        weight = _blur(keep, pool).clamp_min(1e-3)
-        solo_detail, bg_detail = _detail(solo[:, i]), _detail(background[:, i])
-        cross = (_blur(solo_detail * bg_detail * keep, pool) / weight).sum(1, keepdim=True)
-        bg_energy = (_blur(bg_detail.square() * keep, pool) / weight - noise_var[i]).sum(1, keepdim=True)
-        solo_energy = (_blur(solo_detail.square() * keep, pool) / weight - noise_var[i]).sum(1, keepdim=True)
-        del solo_detail, bg_detail
-        textured = (bg_energy > TEXTURE_SNR * noise_var[i].sum()) & (weight > 0.5) & (keep > 0)
-        alpha = (1.0 - cross / bg_energy.clamp_min(1e-8)).clamp(0.0, 1.0)
-        explained = cross.square() / bg_energy.clamp_min(1e-8) / solo_energy.clamp_min(1e-8)
-        trust = ((explained - R2_RAMP[0]) / (R2_RAMP[1] - R2_RAMP[0])).clamp(0.0, 1.0)
-        alpha = alpha * trust * textured
-        far = (_dilate(mask[:, i], FAR_MARGIN) == 0) & textured
-        null = alpha[far]
+        for start in range(0, t, _FRAMES_PER_CHUNK):
+            frames = slice(start, start + _FRAMES_PER_CHUNK)
+            out[frames, i], far[frames, i] = _read_frames(solo[frames, i], background[frames, i], mask[frames, i],
+                                                          noise_var[i], pool)
+        null = out[:, i][far[:, i]]
         if null.numel():
             median = null.median()
             threshold = median + NULL_MADS * 1.4826 * (null - median).abs().median()
-            alpha = torch.where(alpha > threshold, alpha, torch.zeros_like(alpha))
-        out[:, i] = alpha
+            out[:, i] = torch.where(out[:, i] > threshold, out[:, i], torch.zeros_like(out[:, i]))
     return out
+
+
+_FRAMES_PER_CHUNK = 8
+
+
+def _read_frames(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, noise_var: torch.Tensor,
+                 pool: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``texture_alpha`` for frames ``[t,3,H,W]`` of one object before the null threshold, and the map of pixels far
+    from the object whose readings make up the null distribution."""
+    keep = 1.0 - _dilate(mask, MASK_MARGIN)
+    weight = _blur(keep, pool).clamp_min(1e-3)
+    solo_detail, bg_detail = _detail(solo), _detail(background)
+    cross = (_blur(solo_detail * bg_detail * keep, pool) / weight).sum(1, keepdim=True)
+    bg_energy = (_blur(bg_detail.square() * keep, pool) / weight - noise_var).sum(1, keepdim=True)
+    solo_energy = (_blur(solo_detail.square() * keep, pool) / weight - noise_var).sum(1, keepdim=True)
+    textured = (bg_energy > TEXTURE_SNR * noise_var.sum()) & (weight > 0.5) & (keep > 0)
+    alpha = (1.0 - cross / bg_energy.clamp_min(1e-8)).clamp(0.0, 1.0)
+    explained = cross.square() / bg_energy.clamp_min(1e-8) / solo_energy.clamp_min(1e-8)
+    trust = ((explained - R2_RAMP[0]) / (R2_RAMP[1] - R2_RAMP[0])).clamp(0.0, 1.0)
+    far = (_dilate(mask, FAR_MARGIN) == 0) & textured
+    return alpha * trust * textured, far
