@@ -391,6 +391,8 @@ def _start_channel_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tu
 # How far (opacity) the texture's reading must exceed the least opacity before the start begins to follow it, and
 # where it follows it fully: a reading near the least opacity is the same answer, and no reason to move.
 _TEXTURE_MARGIN = (0.05, 0.15)
+# Share of its neighbourhood (the reading's own pooling width) that must call for a lift too.
+_TEXTURE_SUPPORT = 0.5
 
 
 def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor,
@@ -404,9 +406,15 @@ def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background
     if config.texture_pool <= 0:
         return channel_alpha
     start = channel_alpha.amax(dim=-3, keepdim=True)
-    reading = texture_alpha(solo, background, masks, noise[0], config.texture_pool * min(solo.shape[-2:]))
+    pool = config.texture_pool * min(solo.shape[-2:])
+    reading = texture_alpha(solo, background, masks, noise[0], pool)
     low, high = _TEXTURE_MARGIN
     follow = ((reading - start - low) / (high - low)).clamp(0.0, 1.0)
+    # A reading is an average over a neighbourhood; one that most of its neighbourhood does not share is a stray
+    # (a few pixels at another layer's edge, a dim patch of texture) and would only perturb that layer's fit.
+    t, n, _, h, w = follow.shape
+    shared = gaussian_blur((follow > 0).float().reshape(t * n, 1, h, w), pool).reshape(follow.shape)
+    follow = follow * (shared >= _TEXTURE_SUPPORT)
     return torch.maximum(channel_alpha, start + follow * (reading - start).clamp_min(0.0))
 
 
