@@ -415,7 +415,10 @@ def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background
     t, n, _, h, w = follow.shape
     shared = gaussian_blur((follow > 0).float().reshape(t * n, 1, h, w), pool).reshape(follow.shape)
     follow = follow * (shared >= _TEXTURE_SUPPORT)
-    return torch.maximum(channel_alpha, start + follow * (reading - start).clamp_min(0.0))
+    lifted = start + follow * (reading - start).clamp_min(0.0)
+    # only where the reading counts: elsewhere each channel keeps its own least opacity (their spread is what
+    # lightens sparsity for a coloured change, see _sparsity_map)
+    return torch.where(follow > 0, torch.maximum(channel_alpha, lifted), channel_alpha)
 
 
 def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],

@@ -99,3 +99,32 @@ def test_detail_lost_everywhere_is_not_read_as_opacity():
     soft = gaussian_blur(ground, 0.8)
     reading = _read(_noisy(soft, 17), _noisy(ground, 18), mask)
     assert (reading > 0.05).float().mean() < 0.02
+
+
+def test_the_fit_start_follows_the_reading_only_where_it_counts():
+    # the per-channel least opacities of a coloured change lighten sparsity by their spread: a lift must not flatten
+    # them anywhere the texture says nothing
+    from omnimatte_core.fit import _lift_by_texture
+    from omnimatte_core.presets import resolve_config
+
+    config = resolve_config("default", "base")
+    ground = _texture(20)
+    region, mask = _layer_region()
+    alpha = 0.3 * region
+    colour = 0.75 * ground.mean(dim=(-2, -1), keepdim=True)
+    solo = _noisy(alpha * colour + (1 - alpha) * ground, 21).unsqueeze(1)
+    background = _noisy(ground, 22).unsqueeze(1)
+    channel_alpha = torch.rand(T, 1, 3, H, W, generator=torch.Generator().manual_seed(23)) * 0.05
+    noise = (torch.full((1, 3), NOISE * 2 ** 0.5), torch.zeros(1, 3))
+    lifted = _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise, config)
+    changed = (lifted != channel_alpha).any(dim=2)
+    assert changed[region.bool()].float().mean() > 0.5
+    beyond = torch.ones_like(changed)
+    beyond[..., 8:56, 32:88] = False  # the region and the few pixels its pooled reading spills onto
+    assert not changed[beyond].any()
+    assert torch.equal(lifted[~changed.unsqueeze(2).expand_as(lifted)],
+                       channel_alpha[~changed.unsqueeze(2).expand_as(lifted)])
+    assert (lifted >= channel_alpha).all()
+    assert (lifted.amax(dim=2)[region.bool()] - 0.3).abs().median() < 0.08
+    assert _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise,
+                            config.with_overrides(texture_pool=0)) is channel_alpha
