@@ -191,19 +191,20 @@ def test_coloured_translucent_effects_get_their_alpha_not_the_least_opacity():
     """A reflection (the mirrored object's colours) and a brown dust trail of alpha up to 0.45 / 0.4: the least
     opacity that explains them underestimates their alpha by 0.14-0.19 on average. The default objective (effect colour
     constant over a wide neighbourhood, coarse reconstruction, sparsity lightened where the change is coloured) gets
-    closer than uniform sparsity (the previous default), and keeps the black shadow at its alpha."""
+    closer than uniform sparsity (the previous default) on the reflection, and keeps the black shadow at its alpha.
+    The dust now gets its alpha from the texture start with either sparsity."""
     scene = make_scene(seed=0, num_objects=3, frames=16, height=96, width=160,
                        effects=["shadow", "reflection", "dust"])
     errors = {}
     for name, overrides in (("default", {}), ("uniform_sparsity", {"sparsity_on_differences": 1.0})):
         fit = fit_layers(scene.solos, scene.background, scene.masks, device="cpu", **overrides)
         errors[name] = {q["effect_type"]: q["effect_alpha_error"] for q in layer_quality(fit.rgb, fit.alpha, scene)}
-    # measured on the CPU: default 0.014 / 0.124 / 0.064, uniform sparsity 0.014 / 0.153 / 0.111
+    # measured on the CPU: default 0.012 / 0.125 / 0.021, uniform sparsity 0.012 / 0.154 / 0.031 (before the texture
+    # start the dust was 0.064 and 0.111)
     assert errors["default"]["shadow"] <= 0.03, errors
     assert errors["default"]["reflection"] <= 0.14, errors
-    assert errors["default"]["dust"] <= 0.08, errors
+    assert errors["default"]["dust"] <= 0.05, errors
     assert errors["uniform_sparsity"]["reflection"] > errors["default"]["reflection"] + 0.015, errors
-    assert errors["uniform_sparsity"]["dust"] > errors["default"]["dust"] + 0.03, errors
 
 
 def test_tinted_dust_under_noise_starts_from_the_texture_reading():
