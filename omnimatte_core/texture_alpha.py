@@ -20,9 +20,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .input_alignment import gaussian_blur
+from .masks import dilate_masks
 
 DETAIL_SIGMAS = (1.0, 3.0)
 """Detail is the band between Gaussian blurs of these widths (pixels): below it is pixel noise, above it the
@@ -41,6 +41,7 @@ MASK_MARGIN = 3
 """Pixels around the object mask left out of the regression (the object's own texture is not the background's)."""
 FAR_MARGIN = 10
 """Pixels from the object mask beyond which estimates make up the null distribution."""
+_FRAMES_PER_CHUNK = 8
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -56,12 +57,6 @@ def _detail_noise_gain() -> float:
     """Variance of white noise of variance 1 after the detail band-pass (continuous Gaussians)."""
     s1, s2 = (s * s for s in DETAIL_SIGMAS)
     return 1.0 / (4 * math.pi * s1) + 1.0 / (4 * math.pi * s2) - 1.0 / (math.pi * (s1 + s2))
-
-
-def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    shape = mask.shape
-    flat = mask.reshape(-1, 1, *shape[-2:])
-    return F.max_pool2d(flat, 2 * radius + 1, stride=1, padding=radius).reshape(shape)
 
 
 def texture_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, noise_sigma: torch.Tensor,
@@ -95,14 +90,11 @@ def texture_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tens
     return out
 
 
-_FRAMES_PER_CHUNK = 8
-
-
 def _read_frames(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, noise_var: torch.Tensor,
                  pool: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``texture_alpha`` for frames ``[t,3,H,W]`` of one object before the null threshold, and the map of pixels far
     from the object whose readings make up the null distribution."""
-    keep = 1.0 - _dilate(mask, MASK_MARGIN)
+    keep = 1.0 - dilate_masks(mask > 0.5, 2 * MASK_MARGIN + 1).float()
     weight = _blur(keep, pool).clamp_min(1e-3)
     solo_detail, bg_detail = _detail(solo), _detail(background)
     cross = (_blur(solo_detail * bg_detail * keep, pool) / weight).sum(1, keepdim=True)
@@ -112,5 +104,5 @@ def _read_frames(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tenso
     alpha = (1.0 - cross / bg_energy.clamp_min(1e-8)).clamp(0.0, 1.0)
     explained = cross.square() / bg_energy.clamp_min(1e-8) / solo_energy.clamp_min(1e-8)
     trust = ((explained - R2_RAMP[0]) / (R2_RAMP[1] - R2_RAMP[0])).clamp(0.0, 1.0)
-    far = (_dilate(mask, FAR_MARGIN) == 0) & textured
+    far = ~dilate_masks(mask > 0.5, 2 * FAR_MARGIN + 1) & textured
     return alpha * trust * textured, far
