@@ -14,7 +14,8 @@ Presets:
   frame the object covers, and lightened to a fifth where the solo's change is coloured), alpha kept at
   1 inside the mask, no outside-mask term, a coarse reconstruction term, a higher learning rate; the background
   aligned to each solo, the measured noise set aside (start and dead zone), a locally constant effect colour and the
-  least-opacity start, raised where the background's texture reads a higher alpha (see ``fit.py``). Measured in BENCHMARKS.md, on exact and on degraded inputs.
+  least-opacity start, raised where the background's texture reads a higher alpha (see ``fit.py``). Measured in
+  BENCHMARKS.md, on exact and on degraded inputs.
 - ``preview`` — a quick look: half the default's steps.
 """
 from __future__ import annotations
