@@ -396,15 +396,17 @@ _TEXTURE_SUPPORT = 0.5
 
 
 def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor,
-                     noise: tuple[torch.Tensor, torch.Tensor], config: FitConfig) -> torch.Tensor:
+                     noise: tuple[torch.Tensor, torch.Tensor], config: FitConfig
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The per-channel start alphas ``[T,N,3,H,W]`` raised to the opacity that the background's texture showing
-    through reads (``texture_alpha``) where that is clearly above the least opacity.
+    through reads (``texture_alpha``) where that is clearly above the least opacity, and how far each pixel follows
+    the reading, ``[T,N,1,H,W]`` in 0..1 (``None`` when the texture start is off).
 
     The least opacity is exact for a black shadow but only a lower bound for a tinted layer, and the fit stays near
     its start wherever the inputs' noise hides the texture that would move it: dust close to the ground's colour
     (least opacity 0.06, true 0.24) was fitted at half its alpha under noise of 4/255 (recall 0.49–0.54)."""
     if config.texture_pool <= 0:
-        return channel_alpha
+        return channel_alpha, None
     start = channel_alpha.amax(dim=-3, keepdim=True)
     pool = config.texture_pool * min(solo.shape[-2:])
     reading = texture_alpha(solo, background, masks, noise[0], pool)
@@ -418,7 +420,7 @@ def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background
     lifted = start + follow * (reading - start).clamp_min(0.0)
     # only where the reading counts: elsewhere each channel keeps its own least opacity (their spread is what
     # lightens sparsity for a coloured change, see _sparsity_map)
-    return torch.where(follow > 0, torch.maximum(channel_alpha, lifted), channel_alpha)
+    return torch.where(follow > 0, torch.maximum(channel_alpha, lifted), channel_alpha), follow
 
 
 def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
@@ -433,7 +435,8 @@ _CHROMATIC_SPREAD = (0.02, 0.06)
 _CHROMATIC_BLUR = 3.0
 
 
-def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig) -> torch.Tensor | None:
+def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig,
+                  tinted: torch.Tensor | None = None) -> torch.Tensor | None:
     """Per-pixel factor on sparsity from the per-channel least opacities ``[T,N,3,H,W]`` of the denoised difference:
     1 where they agree, falling to ``config.sparsity_on_differences`` where they spread (``_CHROMATIC_SPREAD``).
 
@@ -443,7 +446,13 @@ def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig) -> torch.Tenso
     change is coloured (a reflection's tint, brown dust): the least opacity is only a lower bound, and a full pull
     towards it fits such effects at about half their alpha (measured: effect alpha error 0.15 for a reflection, 0.11
     for dust on exact composites), so sparsity is lightened there and the background's texture decides. Noise-level
-    differences are 0 in every channel (``_start_channel_alpha``) and keep full sparsity. ``None`` when uniform."""
+    differences are 0 in every channel (``_start_channel_alpha``) and keep full sparsity.
+
+    ``tinted`` ``[T,N,1,H,W]`` (0..1) marks changes known to be tinted by other evidence, the texture reading
+    (``_lift_by_texture``): the lift gives every channel the same start there, which would read as a pure darkening,
+    and a layer whose colour is close to the ground's has too little spread to show it anyway. Full sparsity there
+    pulled dust under the combined degradations from its lifted start (0.135) down to 0.067 (true 0.1–0.2), where the
+    noise's dead zone leaves the reconstruction nothing to hold it with. ``None`` when uniform."""
     floor = config.sparsity_on_differences
     if floor >= 1.0:
         return None
@@ -452,6 +461,8 @@ def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig) -> torch.Tenso
     smooth = gaussian_blur(channel_alpha.reshape(-1, *shape[-3:]), _CHROMATIC_BLUR).reshape(shape)
     spread = smooth.amax(dim=-3, keepdim=True) - smooth.amin(dim=-3, keepdim=True)
     chromatic = ((spread - _CHROMATIC_SPREAD[0]) / (_CHROMATIC_SPREAD[1] - _CHROMATIC_SPREAD[0])).clamp(0.0, 1.0)
+    if tinted is not None:
+        chromatic = torch.maximum(chromatic, tinted)
     return (1.0 - (1.0 - floor) * chromatic).to(torch.bfloat16 if channel_alpha.is_cuda else channel_alpha.dtype)
 
 
@@ -512,10 +523,10 @@ def fit_layers(
             # Opaque inside the mask from the start: otherwise the term that holds alpha at 1 there drags the whole
             # network's output up in its first steps, and translucent effects come out nearly opaque.
             channel_alpha = _start_channel_alpha(solo_t, bg_t, noise, config)
-            channel_alpha = _lift_by_texture(channel_alpha, solo_t, bg_t, mask_t, noise, config)
-            sparsity_map = _sparsity_map(channel_alpha, config)
+            channel_alpha, tinted = _lift_by_texture(channel_alpha, solo_t, bg_t, mask_t, noise, config)
+            sparsity_map = _sparsity_map(channel_alpha, config, tinted)
             amin = torch.maximum(channel_alpha.amax(dim=-3, keepdim=True), mask_t)
-            del channel_alpha
+            del channel_alpha, tinted
             features = _features(solo_t, bg_t, amin, config)
             # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed beyond the noise)
             # rather than from alpha 0.5 everywhere: the fit then only has to close object interiors and refine.

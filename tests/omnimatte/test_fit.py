@@ -261,3 +261,9 @@ def test_sparsity_is_lightened_only_where_the_change_is_coloured():
     assert noisy.mean() > 0.97, noisy.mean()
     assert _sparsity_map(torch.zeros(1, 1, 3, 4, 4), resolve_config("default", "base", sparsity_on_differences=1.0)) \
         is None
+    # a change the texture reading marked as tinted gets the floor, even with every channel at one start
+    tinted = torch.zeros(t, 1, 1, h, w)
+    tinted[..., 2 * band:, :] = 1.0
+    marked = _sparsity_map(_start_channel_alpha(solo, background, noise, config), config, tinted)
+    assert torch.equal(marked[..., :2 * band, :], weights[..., :2 * band, :])
+    assert (marked[..., 2 * band:, :].float() - floor).abs().max() < 1e-2

@@ -116,7 +116,7 @@ def test_the_fit_start_follows_the_reading_only_where_it_counts():
     background = _noisy(ground, 22).unsqueeze(1)
     channel_alpha = torch.rand(T, 1, 3, H, W, generator=torch.Generator().manual_seed(23)) * 0.05
     noise = (torch.full((1, 3), NOISE * 2 ** 0.5), torch.zeros(1, 3))
-    lifted = _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise, config)
+    lifted, follow = _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise, config)
     changed = (lifted != channel_alpha).any(dim=2)
     assert changed[region.bool()].float().mean() > 0.5
     beyond = torch.ones_like(changed)
@@ -126,5 +126,7 @@ def test_the_fit_start_follows_the_reading_only_where_it_counts():
                        channel_alpha[~changed.unsqueeze(2).expand_as(lifted)])
     assert (lifted >= channel_alpha).all()
     assert (lifted.amax(dim=2)[region.bool()] - 0.3).abs().median() < 0.08
-    assert _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise,
-                            config.with_overrides(texture_pool=0)) is channel_alpha
+    assert torch.equal(follow > 0, changed.unsqueeze(2))
+    unlifted, no_follow = _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise,
+                                           config.with_overrides(texture_pool=0))
+    assert unlifted is channel_alpha and no_follow is None
