@@ -28,6 +28,10 @@ from .input_alignment import align_background, gaussian_blur, gradient_magnitude
 from .layers import Layers
 from .networks import LayerUNet
 from .presets import FitConfig, resolve_config
+from .masks import dilate_masks
+from .motion_alpha import MASK_MARGIN as MOTION_MASK_MARGIN
+from .motion_alpha import SUPPORT as MOTION_SUPPORT
+from .motion_alpha import motion_alpha
 from .texture_alpha import texture_alpha
 from .upsample import upsample_layers
 
@@ -152,9 +156,10 @@ class _LayerModel:
         self.colour_sigma = float(colour_sigma)
 
     def __call__(self, features: torch.Tensor, solo: torch.Tensor, background: torch.Tensor,
-                 init_logit: torch.Tensor, inside: torch.Tensor | None = None):
-        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit and inside ``[B,N,1,H,W]``
-        → rgb, alpha."""
+                 init_logit: torch.Tensor, inside: torch.Tensor | None = None, free: torch.Tensor | None = None):
+        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit, inside and free ``[B,N,1,H,W]``
+        → rgb, alpha. ``free`` (0..1) marks effect pixels whose colour is tied to alpha like the object's, because
+        their alpha is held by other evidence (``_motion_anchor``)."""
         b, n, _, h, w = features.shape
         out = self.net(_stack_objects(features)).float().reshape(b, n, 4, h, w)
         alpha = torch.sigmoid(init_logit + out[:, :, 3:])
@@ -170,6 +175,8 @@ class _LayerModel:
             weighted = gaussian_blur((effect_weight * exact).reshape(b * n, 3, h, w), self.colour_sigma)
             weight = gaussian_blur(effect_weight.reshape(b * n, 1, h, w), self.colour_sigma)
             smooth = (weighted / weight.clamp_min(1e-4)).clamp(0.0, 1.0).reshape(b, n, 3, h, w)
+            if free is not None:
+                smooth = free * rgb + (1.0 - free) * smooth
             rgb = inside * rgb + (1.0 - inside) * smooth
         return rgb, alpha
 
@@ -213,10 +220,12 @@ def _optimise(
     colour_sigma: float = 0.0,
     noise: torch.Tensor | None = None,
     sparsity_map: torch.Tensor | None = None,
+    anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``;
     ``noise = (noise_sigma [N,3], edge_noise [N,3])`` is the noise model between each solo and its background: it
-    sets the reconstruction's dead zone at every pixel (``input_alignment.pixel_noise``)."""
+    sets the reconstruction's dead zone at every pixel (``input_alignment.pixel_noise``); ``anchor = (alpha, weight)``
+    (``_motion_anchor``) frees the colour and holds alpha where a moving layer's opacity was read."""
     t, n = solos.shape[:2]
     use_tolerance = noise is not None and config.noise_tolerance > 0
     coarse_sigma = config.coarse_recon * min(solos.shape[-2:])
@@ -245,7 +254,8 @@ def _optimise(
     for step in range(config.steps):
         idx = frame_batches[step]
         with _autocast(device):
-            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx])
+            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx],
+                               None if anchor is None else anchor[1][idx])
         composite = losses.over_background(rgb, alpha, background[idx])
         # per batch: a whole-clip map would hold another background-size tensor; one gradient for both dead zones
         grad = gradient_magnitude(background[idx]) if use_tolerance else None
@@ -263,6 +273,8 @@ def _optimise(
         if alpha_target is not None and config.alpha_weight > 0:
             terms["alpha"] = config.alpha_weight * losses.alpha_supervision(
                 alpha, alpha_target[idx], alpha_weight_map[idx])
+        if anchor is not None:
+            terms["anchor"] = config.motion_anchor * losses.alpha_anchor(alpha, anchor[0][idx], anchor[1][idx])
         if use_tolerance and coarse_sigma > 0:
             terms["recon_coarse"] = losses.coarse_reconstruction(
                 composite, solos[idx], coarse_sigma,
@@ -287,7 +299,8 @@ def _optimise(
         for start in range(0, t, max(batch, 1)):
             sl = slice(start, start + batch)
             with _autocast(device):
-                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl], masks[sl])
+                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl], masks[sl],
+                                   None if anchor is None else anchor[1][sl])
             rgb_out.append(rgb.float().cpu())
             alpha_out.append(alpha.float().cpu())
     del net, model, optimiser, scheduler
@@ -395,21 +408,37 @@ _TEXTURE_MARGIN = (0.05, 0.15)
 _TEXTURE_SUPPORT = 0.5
 
 
-def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor,
-                     noise: tuple[torch.Tensor, torch.Tensor], config: FitConfig
+def _readings(solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor, channel_alpha: torch.Tensor,
+              noise: tuple[torch.Tensor, torch.Tensor], config: FitConfig
+              ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None] | None:
+    """The opacity read from the background's texture showing through each frame (``texture_alpha``,
+    ``[T,N,1,H,W]``), and the opacity and its trust read from the background's change under a moving layer
+    (``motion_alpha``, ``None`` when ``config.motion_reading`` is off); ``None`` when ``config.texture_pool`` is 0."""
+    if config.texture_pool <= 0:
+        return None
+    pool = config.texture_pool * min(solo.shape[-2:])
+    texture = texture_alpha(solo, background, masks, noise[0], pool)
+    if not config.motion_reading:
+        return texture, None
+    return texture, motion_alpha(solo, background, masks, channel_alpha.amax(dim=-3, keepdim=True), noise[0], pool)
+
+
+def _lift_by_texture(channel_alpha: torch.Tensor, readings, config: FitConfig
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The per-channel start alphas ``[T,N,3,H,W]`` raised to the opacity that the background's texture showing
-    through reads (``texture_alpha``) where that is clearly above the least opacity, and how far each pixel follows
-    the reading, ``[T,N,1,H,W]`` in 0..1 (``None`` when the texture start is off).
+    """The per-channel start alphas ``[T,N,3,H,W]`` raised to the opacity that the ``readings`` (``_readings``; the
+    larger of the two counts) give where that is clearly above the least opacity, and how far each pixel follows the
+    reading, ``[T,N,1,H,W]`` in 0..1 (``None`` when there are no readings).
 
     The least opacity is exact for a black shadow but only a lower bound for a tinted layer, and the fit stays near
     its start wherever the inputs' noise hides the texture that would move it: dust close to the ground's colour
     (least opacity 0.06, true 0.24) was fitted at half its alpha under noise of 4/255 (recall 0.49–0.54)."""
-    if config.texture_pool <= 0:
+    if readings is None:
         return channel_alpha, None
+    reading, motion = readings
+    if motion is not None:
+        reading = torch.maximum(reading, motion[0] * motion[1])
     start = channel_alpha.amax(dim=-3, keepdim=True)
-    pool = config.texture_pool * min(solo.shape[-2:])
-    reading = texture_alpha(solo, background, masks, noise[0], pool)
+    pool = config.texture_pool * min(channel_alpha.shape[-2:])
     low, high = _TEXTURE_MARGIN
     follow = ((reading - start - low) / (high - low)).clamp(0.0, 1.0)
     # A reading is an average over a neighbourhood; one that most of its neighbourhood does not share is a stray
@@ -421,6 +450,61 @@ def _lift_by_texture(channel_alpha: torch.Tensor, solo: torch.Tensor, background
     # only where the reading counts: elsewhere each channel keeps its own least opacity (their spread is what
     # lightens sparsity for a coloured change, see _sparsity_map)
     return torch.where(follow > 0, torch.maximum(channel_alpha, lifted), channel_alpha), follow
+
+
+# Width of the fill (multiples of the reading's pooling width), and the share of it that must hold readings.
+_ANCHOR_FILL = (1.0, 0.1)
+# How far (opacity) the neighbourhood's reading must exceed its mean least opacity before alpha is anchored to it, and
+# where the anchor holds fully.
+_ANCHOR_MARGIN = (0.03, 0.08)
+
+
+def _motion_anchor(readings, channel_alpha: torch.Tensor, masks: torch.Tensor,
+                   config: FitConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Where a moving layer's opacity, read from the background's change under it, is clearly above the least
+    opacity: that opacity, ``[T,N,1,H,W]``, and how much it holds there (0..1, same shape). ``None`` when off.
+
+    Outside the mask the fit's colour is locally constant (``_LayerModel``), so alpha must carry whatever texture the
+    layer's colour has: a reflection (the mirrored object) was fitted with its alpha following that texture down
+    towards the least opacity, 0.13 below the truth even from a start at the true alpha. Where the motion reading
+    holds, the colour is set free like the object's own and alpha is anchored to the reading instead: the reading
+    does not depend on the colour. Readings cover part of the effect under noise; they are spread over the effect by
+    a normalised blur, since the effect's alpha varies slowly compared with its colour."""
+    if readings is None or readings[1] is None or config.motion_anchor <= 0:
+        return None
+    texture, (alpha, trust) = readings
+    t, n, _, h, w = alpha.shape
+    start = channel_alpha.amax(dim=-3, keepdim=True)
+    pool = config.texture_pool * min(h, w)
+    width = _ANCHOR_FILL[0] * pool
+    # the effect's pixels, holes closed: under noise the faint parts of an effect start at 0 in places
+    effect = (start > MOTION_SUPPORT).float()
+    effect = (gaussian_blur(effect.reshape(t * n, 1, h, w), pool).reshape(effect.shape) > 0.5) | (effect > 0)
+    # nor next to the object, whose antialiased edge (its own colour) lies just outside the mask
+    effect = effect & ~dilate_masks(masks > 0.5, 2 * MOTION_MASK_MARGIN + 1)
+
+    def spread(x):
+        return gaussian_blur((x * effect).reshape(t * n, 1, h, w), width).reshape(t, n, 1, h, w)
+
+    area = spread(torch.ones_like(start)).clamp_min(1e-6)
+    held_area = spread(trust)
+    # a pixel's own reading as far as it is trusted, the neighbourhood's where it is not (the fill is wider than the
+    # reading and would flatten an effect that fades with distance)
+    filled = spread(alpha * trust) / held_area.clamp_min(1e-6)
+    target = trust * alpha + (1.0 - trust) * filled
+    share = held_area / area
+    # decided on the neighbourhood, like the reading itself: the least opacity of a textured layer varies from pixel
+    # to pixel, its alpha does not
+    least = spread(start) / area
+    low, high = _ANCHOR_MARGIN
+    weight = ((filled - least - low) / (high - low)).clamp(0.0, 1.0) * (share > _ANCHOR_FILL[1]) * effect
+    # Where the single-frame reading holds, the layer's colour is locally constant (dust) and the fit's own colour
+    # model measures alpha pixel by pixel; the anchor would flatten its grain to the pooled reading and let noise into
+    # its free colour (measured: dust alpha error 0.047 → 0.081 under noise of 4/255).
+    weight = weight * (1.0 - spread((texture > 0).float()) / area).clamp(0.0, 1.0)
+    if not bool(weight.any()):
+        return None
+    return target.clamp(0.0, 1.0), weight
 
 
 def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
@@ -523,7 +607,10 @@ def fit_layers(
             # Opaque inside the mask from the start: otherwise the term that holds alpha at 1 there drags the whole
             # network's output up in its first steps, and translucent effects come out nearly opaque.
             channel_alpha = _start_channel_alpha(solo_t, bg_t, noise, config)
-            channel_alpha, tinted = _lift_by_texture(channel_alpha, solo_t, bg_t, mask_t, noise, config)
+            readings = _readings(solo_t, bg_t, mask_t, channel_alpha, noise, config)
+            anchor = _motion_anchor(readings, channel_alpha, mask_t, config)
+            channel_alpha, tinted = _lift_by_texture(channel_alpha, readings, config)
+            del readings
             sparsity_map = _sparsity_map(channel_alpha, config, tinted)
             amin = torch.maximum(channel_alpha.amax(dim=-3, keepdim=True), mask_t)
             del channel_alpha, tinted
@@ -535,9 +622,9 @@ def fit_layers(
                 config=config, features=features, solos=solo_t, background=bg_t, masks=mask_t,
                 init_logit=init_logit, alpha_target=None, alpha_weight_map=None,
                 seed=seed, device=dev, progress=progress, colour_sigma=_colour_sigma(config, solo_t.shape[-2:]),
-                noise=noise, sparsity_map=sparsity_map,
+                noise=noise, sparsity_map=sparsity_map, anchor=anchor,
             )
-            del solo_t, bg_t, mask_t, features, init_logit, amin, sparsity_map
+            del solo_t, bg_t, mask_t, features, init_logit, amin, sparsity_map, anchor
     finally:
         _release_memory(dev)
     return FittedLayers(rgb=rgb, alpha=alpha, steps=config.steps, seconds=time.perf_counter() - started,

@@ -57,7 +57,7 @@ class Alignment:
     edge_noise: torch.Tensor
 
 
-def _warp(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def shift_frames(video: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``video [T,C,H,W]`` sampled at ``x + shift[t]`` (bicubic, borders replicated)."""
     t, _, h, w = video.shape
     ys = torch.linspace(-1, 1, h, device=video.device, dtype=video.dtype)
@@ -190,7 +190,7 @@ def _fit_frames(solo: torch.Tensor, background: torch.Tensor, valid: torch.Tenso
     solo, background = gaussian_blur(solo, _PRESMOOTH), gaussian_blur(background, _PRESMOOTH)
     for k in range(iterations):
         floor = _SCALE_START * (_SCALE_END / _SCALE_START) ** min(1.0, k / max(1, iterations // 2))
-        warped = _warp(background, shift)
+        warped = shift_frames(background, shift)
         gx, gy = _gradients(warped)
         residual = solo - (gain.view(t, 3, 1, 1) * warped + offset.view(t, 3, 1, 1))
         # Tukey weights on a robust per-frame scale: effects outside the mask get weight 0
@@ -261,7 +261,7 @@ def align_background(
         else:
             shift = torch.zeros(t, 2, device=device)
             gain, offset = _fit_colour(solo_small, bg_small, keep_small)
-        moved = _warp(background32, shift) if estimate_shift else background32
+        moved = shift_frames(background32, shift) if estimate_shift else background32
         moved = (gain.view(t, 3, 1, 1) * moved + offset.view(t, 3, 1, 1)).clamp(0.0, 1.0)
         residual = (solos32[i] - moved).transpose(0, 1)  # [3,T,H,W]
         if bool(keep.any()):

@@ -104,7 +104,7 @@ def test_detail_lost_everywhere_is_not_read_as_opacity():
 def test_the_fit_start_follows_the_reading_only_where_it_counts():
     # the per-channel least opacities of a coloured change lighten sparsity by their spread: a lift must not flatten
     # them anywhere the texture says nothing
-    from omnimatte_core.fit import _lift_by_texture
+    from omnimatte_core.fit import _lift_by_texture, _readings
     from omnimatte_core.presets import resolve_config
 
     config = resolve_config("default", "base")
@@ -116,7 +116,9 @@ def test_the_fit_start_follows_the_reading_only_where_it_counts():
     background = _noisy(ground, 22).unsqueeze(1)
     channel_alpha = torch.rand(T, 1, 3, H, W, generator=torch.Generator().manual_seed(23)) * 0.05
     noise = (torch.full((1, 3), NOISE * 2 ** 0.5), torch.zeros(1, 3))
-    lifted, follow = _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise, config)
+    config = config.with_overrides(motion_reading=False)  # the texture's reading alone
+    readings = _readings(solo, background, mask.unsqueeze(1), channel_alpha, noise, config)
+    lifted, follow = _lift_by_texture(channel_alpha, readings, config)
     changed = (lifted != channel_alpha).any(dim=2)
     assert changed[region.bool()].float().mean() > 0.5
     beyond = torch.ones_like(changed)
@@ -127,6 +129,7 @@ def test_the_fit_start_follows_the_reading_only_where_it_counts():
     assert (lifted >= channel_alpha).all()
     assert (lifted.amax(dim=2)[region.bool()] - 0.3).abs().median() < 0.08
     assert torch.equal(follow > 0, changed.unsqueeze(2))
-    unlifted, no_follow = _lift_by_texture(channel_alpha, solo, background, mask.unsqueeze(1), noise,
-                                           config.with_overrides(texture_pool=0))
+    no_texture = config.with_overrides(texture_pool=0)
+    unlifted, no_follow = _lift_by_texture(
+        channel_alpha, _readings(solo, background, mask.unsqueeze(1), channel_alpha, noise, no_texture), no_texture)
     assert unlifted is channel_alpha and no_follow is None
