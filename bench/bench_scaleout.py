@@ -131,7 +131,7 @@ def main(argv=None) -> dict | None:
                                           "jobs": shares[rank]})
     else:
         per_rank = [{"compute_s": timed.seconds, "step_s": step_seconds, "jobs": shares[0]}]
-    distributed.shutdown()
+    distributed.shutdown(synchronise=True)
     if rank != 0:
         return None
 

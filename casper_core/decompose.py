@@ -560,6 +560,7 @@ def main(argv=None) -> int:
           (f", its jobs over {process.world_size} processes" if process is not None else ""), file=stream)
     try:
         run(args, stream=stream)
+        distributed.shutdown(synchronise=True)
     except KeyboardInterrupt:
         print("\ninterrupted (a run folder is only ever written whole)", file=sys.stderr)
         return 130

@@ -110,9 +110,13 @@ def is_active(group=None) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
-def shutdown() -> None:
-    """Leave the process group, if one was joined."""
+def shutdown(synchronise: bool = False) -> None:
+    """Leave the process group, if one was joined. ``synchronise`` (on the success path only: a rank that failed
+    would never arrive) waits for every rank first; a rank that tears its connections down while another still sends
+    to it can abort that one (gloo: "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

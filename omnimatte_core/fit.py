@@ -156,10 +156,9 @@ class _LayerModel:
         self.colour_sigma = float(colour_sigma)
 
     def __call__(self, features: torch.Tensor, solo: torch.Tensor, background: torch.Tensor,
-                 init_logit: torch.Tensor, inside: torch.Tensor | None = None, free: torch.Tensor | None = None):
-        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit, inside and free ``[B,N,1,H,W]``
-        → rgb, alpha. ``free`` (0..1) marks effect pixels whose colour is tied to alpha like the object's, because
-        their alpha is held by other evidence (``_motion_anchor``)."""
+                 init_logit: torch.Tensor, inside: torch.Tensor | None = None):
+        """features ``[B,N,F,H,W]``, solo/background ``[B,N,3,H,W]``, init_logit and inside ``[B,N,1,H,W]``
+        → rgb, alpha."""
         b, n, _, h, w = features.shape
         out = self.net(_stack_objects(features)).float().reshape(b, n, 4, h, w)
         alpha = torch.sigmoid(init_logit + out[:, :, 3:])
@@ -175,8 +174,6 @@ class _LayerModel:
             weighted = gaussian_blur((effect_weight * exact).reshape(b * n, 3, h, w), self.colour_sigma)
             weight = gaussian_blur(effect_weight.reshape(b * n, 1, h, w), self.colour_sigma)
             smooth = (weighted / weight.clamp_min(1e-4)).clamp(0.0, 1.0).reshape(b, n, 3, h, w)
-            if free is not None:
-                smooth = free * rgb + (1.0 - free) * smooth
             rgb = inside * rgb + (1.0 - inside) * smooth
         return rgb, alpha
 
@@ -220,12 +217,10 @@ def _optimise(
     colour_sigma: float = 0.0,
     noise: torch.Tensor | None = None,
     sparsity_map: torch.Tensor | None = None,
-    anchor: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """The optimisation loop shared by both stages. All video tensors are ``[T, N, C, H, W]`` on ``device``;
     ``noise = (noise_sigma [N,3], edge_noise [N,3])`` is the noise model between each solo and its background: it
-    sets the reconstruction's dead zone at every pixel (``input_alignment.pixel_noise``); ``anchor = (alpha, weight)``
-    (``_motion_anchor``) frees the colour and holds alpha where a moving layer's opacity was read."""
+    sets the reconstruction's dead zone at every pixel (``input_alignment.pixel_noise``)."""
     t, n = solos.shape[:2]
     use_tolerance = noise is not None and config.noise_tolerance > 0
     coarse_sigma = config.coarse_recon * min(solos.shape[-2:])
@@ -254,8 +249,7 @@ def _optimise(
     for step in range(config.steps):
         idx = frame_batches[step]
         with _autocast(device):
-            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx],
-                               None if anchor is None else anchor[1][idx])
+            rgb, alpha = model(features[idx], solos[idx], background[idx], init_logit[idx], masks[idx])
         composite = losses.over_background(rgb, alpha, background[idx])
         # per batch: a whole-clip map would hold another background-size tensor; one gradient for both dead zones
         grad = gradient_magnitude(background[idx]) if use_tolerance else None
@@ -273,8 +267,6 @@ def _optimise(
         if alpha_target is not None and config.alpha_weight > 0:
             terms["alpha"] = config.alpha_weight * losses.alpha_supervision(
                 alpha, alpha_target[idx], alpha_weight_map[idx])
-        if anchor is not None:
-            terms["anchor"] = config.motion_anchor * losses.alpha_anchor(alpha, anchor[0][idx], anchor[1][idx])
         if use_tolerance and coarse_sigma > 0:
             terms["recon_coarse"] = losses.coarse_reconstruction(
                 composite, solos[idx], coarse_sigma,
@@ -299,8 +291,7 @@ def _optimise(
         for start in range(0, t, max(batch, 1)):
             sl = slice(start, start + batch)
             with _autocast(device):
-                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl], masks[sl],
-                                   None if anchor is None else anchor[1][sl])
+                rgb, alpha = model(features[sl], solos[sl], background[sl], init_logit[sl], masks[sl])
             rgb_out.append(rgb.float().cpu())
             alpha_out.append(alpha.float().cpu())
     del net, model, optimiser, scheduler
@@ -425,18 +416,17 @@ def _readings(solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor,
 
 def _lift_by_texture(channel_alpha: torch.Tensor, readings, config: FitConfig
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The per-channel start alphas ``[T,N,3,H,W]`` raised to the opacity that the ``readings`` (``_readings``; the
-    larger of the two counts) give where that is clearly above the least opacity, and how far each pixel follows the
-    reading, ``[T,N,1,H,W]`` in 0..1 (``None`` when there are no readings).
+    """The per-channel start alphas ``[T,N,3,H,W]`` raised to the opacity that the texture reading (``_readings``)
+    gives where that is clearly above the least opacity, and how far each pixel follows the reading, ``[T,N,1,H,W]``
+    in 0..1 (``None`` when there are no readings). The motion reading does not lift the start: the fit would pull a
+    textured layer's alpha back down from it (``_apply_motion_anchor``).
 
     The least opacity is exact for a black shadow but only a lower bound for a tinted layer, and the fit stays near
     its start wherever the inputs' noise hides the texture that would move it: dust close to the ground's colour
     (least opacity 0.06, true 0.24) was fitted at half its alpha under noise of 4/255 (recall 0.49–0.54)."""
     if readings is None:
         return channel_alpha, None
-    reading, motion = readings
-    if motion is not None:
-        reading = torch.maximum(reading, motion[0] * motion[1])
+    reading = readings[0]
     start = channel_alpha.amax(dim=-3, keepdim=True)
     pool = config.texture_pool * min(channel_alpha.shape[-2:])
     low, high = _TEXTURE_MARGIN
@@ -462,15 +452,10 @@ _ANCHOR_MARGIN = (0.03, 0.08)
 def _motion_anchor(readings, channel_alpha: torch.Tensor, masks: torch.Tensor,
                    config: FitConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Where a moving layer's opacity, read from the background's change under it, is clearly above the least
-    opacity: that opacity, ``[T,N,1,H,W]``, and how much it holds there (0..1, same shape). ``None`` when off.
-
-    Outside the mask the fit's colour is locally constant (``_LayerModel``), so alpha must carry whatever texture the
-    layer's colour has: a reflection (the mirrored object) was fitted with its alpha following that texture down
-    towards the least opacity, 0.13 below the truth even from a start at the true alpha. Where the motion reading
-    holds, the colour is set free like the object's own and alpha is anchored to the reading instead: the reading
-    does not depend on the colour. Readings cover part of the effect under noise; they are spread over the effect by
-    a normalised blur, since the effect's alpha varies slowly compared with its colour."""
-    if readings is None or readings[1] is None or config.motion_anchor <= 0:
+    opacity: that opacity, ``[T,N,1,H,W]``, and how much it holds there (0..1, same shape). ``None`` when off or
+    nowhere. Readings cover part of the effect under noise; they are spread over the effect by a normalised blur,
+    since the effect's alpha varies slowly compared with its colour."""
+    if readings is None or readings[1] is None:
         return None
     texture, (alpha, trust) = readings
     t, n, _, h, w = alpha.shape
@@ -500,11 +485,31 @@ def _motion_anchor(readings, channel_alpha: torch.Tensor, masks: torch.Tensor,
     weight = ((filled - least - low) / (high - low)).clamp(0.0, 1.0) * (share > _ANCHOR_FILL[1]) * effect
     # Where the single-frame reading holds, the layer's colour is locally constant (dust) and the fit's own colour
     # model measures alpha pixel by pixel; the anchor would flatten its grain to the pooled reading and let noise into
-    # its free colour (measured: dust alpha error 0.047 → 0.081 under noise of 4/255).
+    # its exact colour (measured: dust alpha error 0.047 → 0.081 under noise of 4/255).
     weight = weight * (1.0 - spread((texture > 0).float()) / area).clamp(0.0, 1.0)
     if not bool(weight.any()):
         return None
     return target.clamp(0.0, 1.0), weight
+
+
+def _apply_motion_anchor(rgb: torch.Tensor, alpha: torch.Tensor, anchor, solo: torch.Tensor,
+                         background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fitted layers ``[N,T,C,H,W]`` with alpha set to the motion reading where it holds (``_motion_anchor``,
+    blended by its weight), and the colour there the one that reproduces the solo at that alpha.
+
+    Outside the mask the fit's colour is locally constant (``_LayerModel``), so alpha must carry whatever texture the
+    layer's colour has: a reflection (the mirrored object) was fitted with its alpha following that texture down
+    towards the least opacity, 0.13 below the truth even from a start at the true alpha. The motion reading does not
+    depend on the colour. Applied after the fit, not as a term in it: held in the objective (with the colour there
+    free), it made the shared network raise alpha over the whole frame under noise (false opacity 1 % → 3–5 %) and
+    pushed black shadows off their alpha (error 0.01 → 0.09)."""
+    if anchor is None:
+        return rgb, alpha
+    target, weight = (x.transpose(0, 1).float().cpu() for x in anchor)
+    solo, background = (x.transpose(0, 1).float().cpu() for x in (solo, background))
+    anchored = weight * target + (1.0 - weight) * alpha
+    exact = (background + (solo - background) / anchored.clamp_min(1e-3)).clamp(0.0, 1.0)
+    return torch.where(weight > 0, exact, rgb), anchored
 
 
 def _start_alpha(solo: torch.Tensor, background: torch.Tensor, noise: tuple[torch.Tensor, torch.Tensor],
@@ -540,14 +545,20 @@ def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig,
     floor = config.sparsity_on_differences
     if floor >= 1.0:
         return None
+    chromatic = _chromatic(channel_alpha)
+    if tinted is not None:
+        chromatic = torch.maximum(chromatic, tinted)
+    return (1.0 - (1.0 - floor) * chromatic).to(torch.bfloat16 if channel_alpha.is_cuda else channel_alpha.dtype)
+
+
+def _chromatic(channel_alpha: torch.Tensor) -> torch.Tensor:
+    """How far each change is coloured, ``[T,N,1,H,W]`` in 0..1, from the spread of the per-channel least opacities
+    ``[T,N,3,H,W]`` (``_CHROMATIC_SPREAD``): 0 for a pure darkening or lightening of the background."""
     shape = channel_alpha.shape
     # averaged over a few pixels first: noise left in the per-channel values would read as colour
     smooth = gaussian_blur(channel_alpha.reshape(-1, *shape[-3:]), _CHROMATIC_BLUR).reshape(shape)
     spread = smooth.amax(dim=-3, keepdim=True) - smooth.amin(dim=-3, keepdim=True)
-    chromatic = ((spread - _CHROMATIC_SPREAD[0]) / (_CHROMATIC_SPREAD[1] - _CHROMATIC_SPREAD[0])).clamp(0.0, 1.0)
-    if tinted is not None:
-        chromatic = torch.maximum(chromatic, tinted)
-    return (1.0 - (1.0 - floor) * chromatic).to(torch.bfloat16 if channel_alpha.is_cuda else channel_alpha.dtype)
+    return ((spread - _CHROMATIC_SPREAD[0]) / (_CHROMATIC_SPREAD[1] - _CHROMATIC_SPREAD[0])).clamp(0.0, 1.0)
 
 
 def _colour_sigma(config: FitConfig, size) -> float:
@@ -622,8 +633,9 @@ def fit_layers(
                 config=config, features=features, solos=solo_t, background=bg_t, masks=mask_t,
                 init_logit=init_logit, alpha_target=None, alpha_weight_map=None,
                 seed=seed, device=dev, progress=progress, colour_sigma=_colour_sigma(config, solo_t.shape[-2:]),
-                noise=noise, sparsity_map=sparsity_map, anchor=anchor,
+                noise=noise, sparsity_map=sparsity_map,
             )
+            rgb, alpha = _apply_motion_anchor(rgb, alpha, anchor, solo_t, bg_t)
             del solo_t, bg_t, mask_t, features, init_logit, amin, sparsity_map, anchor
     finally:
         _release_memory(dev)

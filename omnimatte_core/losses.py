@@ -82,13 +82,6 @@ def alpha_supervision(alpha: torch.Tensor, target: torch.Tensor, weight_map: tor
     return sq.sum(1) / w.sum(1).clamp_min(1.0)
 
 
-def alpha_anchor(alpha: torch.Tensor, target: torch.Tensor, weight_map: torch.Tensor) -> torch.Tensor:
-    """L2 to ``target`` weighted per pixel by ``weight_map`` (0..1), averaged over all pixels like the reconstruction:
-    each pixel's pull is its weight, however few pixels are anchored (a mean over the weights would give a handful
-    of faintly weighted pixels the full strength)."""
-    return _mean_per_object((alpha - target).square() * weight_map)
-
-
 def edge_band(alpha: torch.Tensor, radius: int) -> torch.Tensor:
     """1 on a band of ``radius`` pixels around the edges of ``alpha`` ``[..., H, W]`` (where it is neither clearly
     0 nor clearly 1, widened by a max-filter), 0 elsewhere."""

@@ -63,13 +63,12 @@ class FitConfig:
     showing through the solo is read as opacity (``texture_alpha``). Where that reading is clearly above the least
     opacity, the fit starts from it: a tinted translucent layer (dust near the ground's colour) otherwise stays near
     its least opacity under noise. See ``fit._lift_by_texture``."""
-    motion_reading: bool = True
+    motion_reading: bool = False
     """Also read the opacity of layers that move over the background from the background's change under them
-    (``motion_alpha``, same neighbourhood): it holds for a layer as textured as a reflection, which the single-frame
-    reading cannot tell from the background's texture. Off with ``texture_pool`` 0 too."""
-    motion_anchor: float = 10.0
-    """Weight of the term that holds alpha at that motion reading where it is clearly above the least opacity,
-    with the colour there free like the object's (0: off). See ``fit._motion_anchor``."""
+    (``motion_alpha``, same neighbourhood), and after the fit set alpha to it where it is clearly above the least
+    opacity. It holds for a layer as textured as a reflection, whose colour the fit's locally constant effect colour
+    cannot follow, so that its alpha comes out well below the truth. Off with ``texture_pool`` 0 too. See
+    ``fit._apply_motion_anchor``."""
 
     coarse_recon: float = 0.02
     """Gaussian scale (fraction of the shorter side; 0: off) of a second reconstruction term on the blurred

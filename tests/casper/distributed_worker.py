@@ -57,7 +57,7 @@ def main(root: str, out: str) -> None:
     mismatch = _error_of(lambda: remove_objects(parallel, video, masks, **other_steps))
     torch.save({"rank": process.rank, "removal": None if removal is None else vars(removal), "steps": steps_seen,
                 "failure": failure, "mismatch": mismatch}, Path(out) / f"rank{process.rank}.pt")
-    distributed.shutdown()
+    distributed.shutdown(synchronise=True)
 
 
 if __name__ == "__main__":
