@@ -447,6 +447,8 @@ _ANCHOR_FILL = (1.0, 0.1)
 # How far (opacity) the neighbourhood's reading must exceed its mean least opacity before alpha is anchored to it, and
 # where the anchor holds fully.
 _ANCHOR_MARGIN = (0.03, 0.08)
+# Fitted opacity below which the anchor holds only in part (in proportion).
+_ANCHOR_FIT_FLOOR = 0.01
 
 
 def _motion_anchor(readings, channel_alpha: torch.Tensor, masks: torch.Tensor,
@@ -506,6 +508,9 @@ def _apply_motion_anchor(rgb: torch.Tensor, alpha: torch.Tensor, anchor, solo: t
     if anchor is None:
         return rgb, alpha
     target, weight = (x.transpose(0, 1).float().cpu() for x in anchor)
+    # Only where the fit gave some opacity: the reading spread over an effect's holes also reaches a few stray pixels
+    # beside it (measured: false opacity under the combined degradations +0.3-0.4 % without this, +0.15 % with it).
+    weight = weight * (alpha / _ANCHOR_FIT_FLOOR).clamp(0.0, 1.0)
     solo, background = (x.transpose(0, 1).float().cpu() for x in (solo, background))
     anchored = weight * target + (1.0 - weight) * alpha
     exact = (background + (solo - background) / anchored.clamp_min(1e-3)).clamp(0.0, 1.0)

@@ -63,7 +63,7 @@ class FitConfig:
     showing through the solo is read as opacity (``texture_alpha``). Where that reading is clearly above the least
     opacity, the fit starts from it: a tinted translucent layer (dust near the ground's colour) otherwise stays near
     its least opacity under noise. See ``fit._lift_by_texture``."""
-    motion_reading: bool = False
+    motion_reading: bool = True
     """Also read the opacity of layers that move over the background from the background's change under them
     (``motion_alpha``, same neighbourhood), and after the fit set alpha to it where it is clearly above the least
     opacity. It holds for a layer as textured as a reflection, whose colour the fit's locally constant effect colour
