@@ -26,12 +26,12 @@ import torch
 from . import losses
 from .input_alignment import align_background, gaussian_blur, gradient_magnitude, pixel_noise
 from .layers import Layers
-from .networks import LayerUNet
-from .presets import FitConfig, resolve_config
 from .masks import dilate_masks
 from .motion_alpha import MASK_MARGIN as MOTION_MASK_MARGIN
 from .motion_alpha import SUPPORT as MOTION_SUPPORT
 from .motion_alpha import motion_alpha
+from .networks import LayerUNet
+from .presets import FitConfig, resolve_config
 from .texture_alpha import texture_alpha
 from .upsample import upsample_layers
 
