@@ -132,6 +132,10 @@ def main() -> None:
                "base_seconds": base_s, "seconds": full_s, "total_seconds": base_s + full_s,
                "steps": full.steps, "ms_per_step": 1000 * full_s / full.steps,
                "peak_gib": max(base_peak, full_peak), **summarise(layer_quality(full.rgb, full.alpha, scene))}
+        # what the full-resolution stage starts from: the base layers upsampled (bilinear) to the scene's size
+        upsampled = [F.interpolate(x.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False)
+                     .reshape(*x.shape[:3], h, w).clamp(0.0, 1.0) for x in (base.rgb, base.alpha)]
+        row["base_upsampled"] = summarise(layer_quality(*upsampled, scene))
         rows.append(row)
         print(f"{case:>14} full-res: base {base_s:.2f} s + full {full_s:.2f} s  psnr {row['min_composite_psnr']:.2f}"
               f"  mae {row['max_alpha_mae']:.4f}  recall {row['min_effect_recall']:.3f}  peak {row['peak_gib']:.2f} GiB",

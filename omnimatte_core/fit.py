@@ -348,15 +348,15 @@ def _prepare_inputs(solos: torch.Tensor, background: torch.Tensor, masks: torch.
                     dev: torch.device):
     """Frames-first fp32 copies ``[T,N,C,H,W]`` of the solos, the background (per object: aligned to that solo when
     ``config.align_inputs``, see ``input_alignment``) and the binary masks, and the noise model between each solo
-    and its background: ``(noise_sigma [N,3], edge_noise [N,3])`` (zeros when not aligned; see
-    ``input_alignment.pixel_noise``)."""
+    and its background: ``(noise_sigma [N,3], edge_noise [N,3])``, the former at least ``config.noise_floor`` (both
+    zeros when not aligned; see ``input_alignment.pixel_noise``)."""
     solo_t = _to_frames_first(solos, dev)
     mask_t = (_to_frames_first(masks, dev) > 0.5).float()
     n = solo_t.shape[1]
     if config.align_inputs:
         alignment = align_background(solos.float(), background.float(), masks, estimate_shift=config.align_shift)
         bg_t = alignment.background.transpose(0, 1).contiguous()
-        noise = (alignment.noise_sigma, alignment.edge_noise)
+        noise = (alignment.noise_sigma.clamp_min(config.noise_floor), alignment.edge_noise)
         del alignment
     else:
         bg_t = background.detach().to(device=dev, dtype=torch.float32).unsqueeze(1).expand_as(solo_t).contiguous()
@@ -694,7 +694,7 @@ def fit_layers_full_res(
             del solos_hr, background_hr, masks_hr  # the device copies; the frames-first versions replace them
             up_rgb_t = _to_frames_first(up_rgb, dev)
             up_alpha_t = _to_frames_first(up_alpha, dev)
-            band = losses.edge_band(up_alpha_t, config.edge_band + int(math.ceil(scale)))
+            band = losses.edge_band(up_alpha_t, config.edge_band + int(math.ceil(scale)), scale)
             features = torch.cat([_features(solo_t, bg_t, _start_alpha(solo_t, bg_t, noise, config), config),
                                   up_rgb_t, up_alpha_t], dim=2)
             rgb, alpha, history = _optimise(

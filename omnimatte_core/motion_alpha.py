@@ -46,28 +46,37 @@ _STATIC_QUANTILE = 0.1
 
 
 def layer_shift(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:
-    """The translation ``(dx, dy)`` in pixels with ``after(x + shift) ≈ before(x)`` for ``[H, W]`` maps: the peak of
-    their cross-correlation (zero-padded, so no wrap-around), refined to sub-pixel by Gauss-Newton on their
-    difference (a parabola through the peak is biased towards whole pixels by up to half a pixel)."""
-    h, w = before.shape
-    a = gaussian_blur(before[None, None].float(), _MATCH_BLUR)
-    b = gaussian_blur(after[None, None].float(), _MATCH_BLUR)
+    """The translation ``(dx, dy)`` in pixels with ``after(x + shift) ≈ before(x)`` for ``[H, W]`` maps (one pair of
+    ``layer_shifts``)."""
+    dx, dy = layer_shifts(before[None], after[None])[0].tolist()
+    return dx, dy
+
+
+def layer_shifts(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Per pair of ``[P, H, W]`` maps, the translation ``[P, 2]`` (dx, dy) with ``after(x + shift) ≈ before(x)``: the
+    peak of their cross-correlation (zero-padded, so no wrap-around), refined to sub-pixel by Gauss-Newton on their
+    difference (a parabola through the peak is biased towards whole pixels by up to half a pixel). All pairs at once:
+    one pair at a time, the clip's few hundred pairs were most of the reading's cost on a GPU."""
+    p, h, w = before.shape
+    a = gaussian_blur(before[:, None].float(), _MATCH_BLUR)
+    b = gaussian_blur(after[:, None].float(), _MATCH_BLUR)
     size = (2 * h, 2 * w)
-    corr = torch.fft.irfft2(torch.fft.rfft2(b[0, 0], s=size) * torch.fft.rfft2(a[0, 0], s=size).conj(), s=size)
-    iy, ix = divmod(int(corr.argmax()), 2 * w)
-    shift = torch.tensor([[ix if ix < w else ix - 2 * w, iy if iy < h else iy - 2 * h]], dtype=torch.float32,
-                         device=before.device)
+    corr = torch.fft.irfft2(torch.fft.rfft2(b[:, 0], s=size) * torch.fft.rfft2(a[:, 0], s=size).conj(), s=size)
+    peak = corr.flatten(1).argmax(dim=1)
+    iy, ix = peak // (2 * w), peak % (2 * w)
+    shift = torch.stack([torch.where(ix < w, ix, ix - 2 * w), torch.where(iy < h, iy, iy - 2 * h)], dim=1).float()
     for _ in range(_REFINE_STEPS):
-        moved = shift_frames(b, shift)
-        gy, gx = torch.gradient(moved[0, 0])
-        residual = (moved - a)[0, 0]
-        normal = torch.stack([torch.stack([(gx * gx).sum(), (gx * gy).sum()]),
-                              torch.stack([(gx * gy).sum(), (gy * gy).sum()])])
-        if float(torch.linalg.det(normal)) <= 1e-12:
-            break
-        step = torch.linalg.solve(normal, -torch.stack([(gx * residual).sum(), (gy * residual).sum()]))
-        shift = shift + step.clamp(-1.0, 1.0).view(1, 2)
-    return float(shift[0, 0]), float(shift[0, 1])
+        moved = shift_frames(b, shift)[:, 0]
+        gy, gx = torch.gradient(moved, dim=(1, 2))
+        residual = moved - a[:, 0]
+        gxx, gxy, gyy = (gx * gx).sum((1, 2)), (gx * gy).sum((1, 2)), (gy * gy).sum((1, 2))
+        rx, ry = (gx * residual).sum((1, 2)), (gy * residual).sum((1, 2))
+        det = gxx * gyy - gxy * gxy
+        solvable = det > 1e-12  # a flat pair keeps its whole-pixel peak
+        safe = torch.where(solvable, det, torch.ones_like(det))
+        step = torch.stack([-(gyy * rx - gxy * ry) / safe, -(gxx * ry - gxy * rx) / safe], dim=1)
+        shift = shift + (step.clamp(-1.0, 1.0) * solvable[:, None])
+    return shift
 
 
 def motion_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, least_alpha: torch.Tensor,
@@ -96,9 +105,54 @@ def motion_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tenso
         moving = (effect - static).clamp_min(0.0)
         # each video holds half of noise_sigma² per channel (solo − background holds both)
         noise_var = float(noise_sigma[i].square().sum()) / 2
-        for frame in range(t):
-            out[:, frame, i] = _read_frame(frame, solo[:, i], background[:, i], keep, effect, moving, noise_var, pool)
+        sums = _pair_sums(solo[:, i], background[:, i], keep, effect, moving, noise_var)
+        out[:, :, i] = _regress(sums, effect, keep, pool)
     return out[0], out[1]
+
+
+# Frame pairs whose changes are computed at once (bounds the memory of a long clip at full size).
+_PAIR_CHUNK = 16
+
+
+def _pair_sums(solo: torch.Tensor, background: torch.Tensor, keep: torch.Tensor, effect: torch.Tensor,
+               moving: torch.Tensor, noise_var: float) -> list[torch.Tensor]:
+    """Per frame ``t``, the statistics ``[T, 1, H, W]`` of the pairs ``(t, t ± gap)`` in which the layer moved: weight,
+    solo×background change, background change², solo change², noise energy of a change."""
+    t = solo.shape[0]
+    support = (effect > SUPPORT).float() * keep
+    has_layer = moving.flatten(1).gt(0).any(dim=1)
+    pairs = [(frame, frame + offset) for gap in FRAME_GAPS for offset in (-gap, gap)
+             for frame in range(t) if 0 <= frame + offset < t]
+    frames = torch.tensor([a for a, _ in pairs], dtype=torch.long, device=solo.device)
+    others = torch.tensor([b for _, b in pairs], dtype=torch.long, device=solo.device)
+    # nothing moves, or no effect to read in this frame: the background under the layer did not change
+    usable = has_layer[frames] & has_layer[others] & support[frames].flatten(1).gt(0).any(dim=1)
+    frames, others = frames[usable], others[usable]
+    sums = [torch.zeros_like(support) for _ in range(5)]
+    if frames.numel() == 0:
+        return sums
+    shifts = torch.cat([layer_shifts(moving[frames[k:k + _PAIR_CHUNK], 0], moving[others[k:k + _PAIR_CHUNK], 0])
+                        for k in range(0, len(frames), _PAIR_CHUNK)])
+    moved_enough = shifts.square().sum(1) >= MIN_SHIFT ** 2  # less carries no information
+    frames, others, shifts = frames[moved_enough], others[moved_enough], shifts[moved_enough]
+    for k in range(0, len(frames), _PAIR_CHUNK):
+        f, o, shift = frames[k:k + _PAIR_CHUNK], others[k:k + _PAIR_CHUNK], shifts[k:k + _PAIR_CHUNK]
+        moved = shift_frames(torch.cat([solo[o], background[o], keep[o]], dim=1), shift)
+        inside = (moved[:, 6:] > 0.99).float() * support[f]
+        # Changes are compared above the finest scale: resampling (this shift, and the alignment of the background
+        # to the solo) softens the finest detail of one video and not the other, which read as opacity.
+        changes = gaussian_blur(torch.cat([moved[:, :3] - solo[f], moved[:, 3:6] - background[f]], dim=1),
+                                CHANGE_BLUR)
+        solo_change, bg_change = changes[:, :3], changes[:, 3:]
+        # the shifted frame's noise is partly averaged away by the interpolation, and the blur keeps 1/(4π σ²)
+        gain = torch.tensor([(1.0 + _interpolation_noise_gain(dx) * _interpolation_noise_gain(dy))
+                             for dx, dy in shift.tolist()], device=solo.device).view(-1, 1, 1, 1)
+        change_noise = noise_var * gain / (4 * math.pi * CHANGE_BLUR ** 2)
+        for j, value in enumerate((inside, (solo_change * bg_change).sum(1, keepdim=True) * inside,
+                                   bg_change.square().sum(1, keepdim=True) * inside,
+                                   solo_change.square().sum(1, keepdim=True) * inside, change_noise * inside)):
+            sums[j].index_add_(0, f, value)
+    return sums
 
 
 def _interpolation_noise_gain(shift: float) -> float:
@@ -115,40 +169,11 @@ def _interpolation_noise_gain(shift: float) -> float:
     return far(f + 1) ** 2 + near(f) ** 2 + near(1 - f) ** 2 + far(2 - f) ** 2
 
 
-def _read_frame(frame: int, solo: torch.Tensor, background: torch.Tensor, keep: torch.Tensor, effect: torch.Tensor,
-                moving: torch.Tensor, noise_var: float, pool: float) -> torch.Tensor:
-    """``motion_alpha``'s reading and trust of one frame, ``[2, 1, H, W]``, from the pairs ``(frame, frame ± gap)``
-    of one object's videos."""
-    support = (effect[frame] > SUPPORT).float() * keep[frame]
-    if not bool(support.any()):
-        return torch.zeros(2, *support.shape, device=support.device)
-    # weight, solo×bg change, bg change², solo change², noise energy of a change
-    sums = [torch.zeros_like(support) for _ in range(5)]
-    for gap in FRAME_GAPS:
-        for other in (frame - gap, frame + gap):
-            if not 0 <= other < solo.shape[0]:
-                continue
-            if not (bool(moving[frame].any()) and bool(moving[other].any())):
-                continue  # nothing moves: the background under the layer did not change
-            dx, dy = layer_shift(moving[frame, 0], moving[other, 0])
-            if dx * dx + dy * dy < MIN_SHIFT ** 2:
-                continue
-            shift = torch.tensor([[dx, dy]], device=solo.device)
-            frames = torch.cat([solo[other], background[other], keep[other]])[None]
-            moved = shift_frames(frames, shift)[0]
-            inside = (moved[6:] > 0.99).float() * support
-            # Changes are compared above the finest scale: resampling (this shift, and the alignment of the background
-            # to the solo) softens the finest detail of one video and not the other, which read as opacity.
-            changes = gaussian_blur(torch.cat([moved[:3] - solo[frame], moved[3:6] - background[frame]])[None],
-                                    CHANGE_BLUR)[0]
-            solo_change, bg_change = changes[:3], changes[3:]
-            # the shifted frame's noise is partly averaged away by the interpolation, and the blur keeps 1/(4π σ²)
-            change_noise = noise_var * (1.0 + _interpolation_noise_gain(dx) * _interpolation_noise_gain(dy)) \
-                / (4 * math.pi * CHANGE_BLUR ** 2)
-            for k, value in enumerate((inside, solo_change * bg_change * inside, bg_change.square() * inside,
-                                       solo_change.square() * inside, change_noise * inside)):
-                sums[k] = sums[k] + value.sum(0, keepdim=True)
-    pooled = [gaussian_blur(s[None], pool)[0] for s in sums]
+def _regress(sums: list[torch.Tensor], effect: torch.Tensor, keep: torch.Tensor, pool: float) -> torch.Tensor:
+    """``motion_alpha``'s reading and trust ``[2, T, 1, H, W]`` of one object from its ``_pair_sums``, each pooled
+    over a Gaussian neighbourhood of ``pool`` pixels."""
+    support = (effect > SUPPORT).float() * keep
+    pooled = [gaussian_blur(x, pool) for x in sums]
     weight = pooled[0].clamp_min(1e-6)
     cross = pooled[1] / weight
     change_noise = pooled[4] / weight

@@ -53,6 +53,13 @@ class FitConfig:
     noise_tolerance: float = 2.0
     """Reconstruction errors up to this many noise standard deviations (per object and channel, measured by the
     alignment) cost nothing: noise between two generations is not explained by opacity."""
+    noise_floor: float = 2.0 / 255
+    """Least noise standard deviation (per channel, 0..1 scale) assumed between a solo and its background, whatever
+    the alignment measured. Outside the objects two videos that share their pixels (a clean-plate solo, one encode of
+    the same frames) can agree exactly, while a lossy codec still leaves an error of a level or two where they differ:
+    in the effects. JPEG 85 shifted a black shadow's colour by +1.1/−1.3 levels in red/blue; with the measured noise
+    (at the old floor of 1/1024) the fit explained that with a brown layer at +0.1 alpha (effect alpha error 0.103,
+    0.086 with this floor). Exact inputs lose little: shadow error 0.014 → 0.017. See BENCHMARKS.md."""
     colour_smoothing: float = 0.1
     """Outside the object mask, the layer's colour is locally constant over a Gaussian of this fraction of the
     shorter side (at least 1 px), so alpha is measured by the background's texture showing through; 0 ties the colour

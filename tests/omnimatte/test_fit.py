@@ -66,6 +66,21 @@ def test_full_resolution_stage_keeps_the_layers_and_follows_the_base_alpha():
         assert q["effect_recall"] >= 0.7, q
 
 
+def test_the_full_resolution_band_left_unsupervised_is_the_edges_not_a_translucent_effect():
+    from omnimatte_core.losses import edge_band
+    alpha = torch.zeros(1, 1, 64, 64)
+    alpha[..., 8:24, 8:24] = 1.0  # an object: 1 → 0 in one pixel
+    ramp = torch.linspace(0.6, 0.3, 24).view(1, 24)  # a soft shadow, 0.3–0.6, fading slowly
+    alpha[..., 36:60, 30:54] = ramp
+    up = F.interpolate(alpha, scale_factor=2, mode="bilinear", align_corners=False)
+    band = edge_band(up, 3, scale=2.0)
+    assert band[..., 2 * 8, 2 * 16] == 1 and band[..., 2 * 16, 2 * 8] == 1  # the object's boundary
+    assert band[..., 2 * 16, 2 * 16] == 0  # the object's inside
+    assert band[..., 2 * 48, 2 * 42] == 0  # the shadow's inside is supervised by the base alpha
+    assert band[..., 2 * 36, 2 * 42] == 1  # its boundary (0 → 0.45) is not
+    assert band[..., 2 * 30, 2 * 4] == 0  # nor is the empty background
+
+
 def test_same_seed_gives_identical_layers_and_another_seed_differs(small_scene):
     s = small_scene
     a = fit_layers(s.solos, s.background, s.masks, steps=4, seed=3, device="cpu")
