@@ -438,7 +438,7 @@ def _lift_by_texture(channel_alpha: torch.Tensor, readings, config: FitConfig
     follow = follow * (shared >= _TEXTURE_SUPPORT)
     lifted = start + follow * (reading - start).clamp_min(0.0)
     # only where the reading counts: elsewhere each channel keeps its own least opacity (their spread is what
-    # lightens sparsity for a coloured change, see _sparsity_map)
+    # lightens sparsity for a coloured change, see _coloured)
     return torch.where(follow > 0, torch.maximum(channel_alpha, lifted), channel_alpha), follow
 
 
@@ -529,41 +529,78 @@ _CHROMATIC_SPREAD = (0.02, 0.06)
 _CHROMATIC_BLUR = 3.0
 
 
-def _sparsity_map(channel_alpha: torch.Tensor, config: FitConfig,
-                  tinted: torch.Tensor | None = None) -> torch.Tensor | None:
-    """Per-pixel factor on sparsity from the per-channel least opacities ``[T,N,3,H,W]`` of the denoised difference:
-    1 where they agree, falling to ``config.sparsity_on_differences`` where they spread (``_CHROMATIC_SPREAD``).
+def _channel_headroom(solo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Per channel, how far the background can be darkened (its value) or lightened (1 − its value) towards the
+    solo: the denominator of that channel's least opacity (``_channel_alpha``), ``[T,N,3,H,W]``."""
+    return torch.where(solo < background, background, 1.0 - background).clamp_min(1e-3)
+
+
+def _coloured(channel_alpha: torch.Tensor, headroom: torch.Tensor | None,
+              tinted: torch.Tensor | None = None) -> torch.Tensor:
+    """How far each change is coloured, ``[T,N,1,H,W]`` in 0..1: 0 for a pure darkening or lightening of the
+    background, 1 where the per-channel least opacities ``[T,N,3,H,W]`` spread by ``_CHROMATIC_SPREAD[1]`` or more,
+    or where ``tinted`` (0..1, other evidence: the texture reading, ``_lift_by_texture``) says so.
+
+    The spread is taken in colour units (each channel's deviation scaled by its ``headroom``, normalised to their
+    root mean square; ``None``: equal weights). The same colour noise is a larger opacity in a dark channel: JPEG's
+    error on a black shadow over ground whose blue is 0.14 read as a 0.08 spread in blue alone, and half the shadow
+    counted as coloured (mean 0.23–0.27 under JPEG, noise 4/255 and the combinations; 0.12 on exact inputs)."""
+    shape = channel_alpha.shape
+    flat = (-1, *shape[-3:])
+    # averaged over a few pixels first: noise left in the per-channel values would read as colour
+    smooth = gaussian_blur(channel_alpha.reshape(flat), _CHROMATIC_BLUR).reshape(shape)
+    if headroom is not None:
+        weight = gaussian_blur(headroom.reshape(flat), _CHROMATIC_BLUR).reshape(shape)
+        weight = weight / weight.square().mean(dim=-3, keepdim=True).sqrt()
+        smooth = (smooth - _weighted_mean(smooth, weight)) * weight
+    spread = smooth.amax(dim=-3, keepdim=True) - smooth.amin(dim=-3, keepdim=True)
+    coloured = ((spread - _CHROMATIC_SPREAD[0]) / (_CHROMATIC_SPREAD[1] - _CHROMATIC_SPREAD[0])).clamp(0.0, 1.0)
+    return coloured if tinted is None else torch.maximum(coloured, tinted)
+
+
+def _weighted_mean(channel_alpha: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``Σ w²·α / Σ w²`` over the channels: the least-squares opacity of a black (white) layer, each channel's colour
+    difference counted alike."""
+    w2 = weight.square()
+    return (w2 * channel_alpha).sum(dim=-3, keepdim=True) / w2.sum(dim=-3, keepdim=True)
+
+
+def _start_opacity(channel_alpha: torch.Tensor, headroom: torch.Tensor | None,
+                   coloured: torch.Tensor) -> torch.Tensor:
+    """The fit's start alpha ``[T,N,1,H,W]`` from the per-channel least opacities ``[T,N,3,H,W]``.
+
+    A coloured change starts at the largest of them (the least opacity: any less cannot reproduce the solo). For a
+    pure darkening or lightening every channel measures the same alpha, and their largest is biased up by the noise
+    in each: under JPEG a black shadow started 0.043 too high and the fit ended 0.078 too high. There the start is the
+    least-squares opacity of a black (white) layer (``_weighted_mean``; plain largest when ``headroom`` is ``None``)."""
+    largest = channel_alpha.amax(dim=-3, keepdim=True)
+    if headroom is None:
+        return largest
+    pure = _weighted_mean(channel_alpha, headroom)
+    return pure + coloured * (largest - pure)
+
+
+def _sparsity_map(coloured: torch.Tensor, config: FitConfig) -> torch.Tensor | None:
+    """Per-pixel factor on sparsity, ``[T,N,1,H,W]``, from how far each change is coloured (``_coloured``): 1 for a
+    pure darkening or lightening, falling to ``config.sparsity_on_differences`` for a coloured change.
 
     Where every channel needs the same opacity the change is a pure darkening (or lightening) of the background: a
-    black (white) layer reproduces it exactly at that least opacity and at no other alpha with one colour, so the
-    least opacity is the answer and sparsity only holds it there against noise. Where the channels disagree the
-    change is coloured (a reflection's tint, brown dust): the least opacity is only a lower bound, and a full pull
-    towards it fits such effects at about half their alpha (measured: effect alpha error 0.15 for a reflection, 0.11
-    for dust on exact composites), so sparsity is lightened there and the background's texture decides. Noise-level
-    differences are 0 in every channel (``_start_channel_alpha``) and keep full sparsity.
+    black (white) layer reproduces it exactly at that opacity and at no other alpha with one colour, so that opacity
+    is the answer and sparsity only holds it there against noise. Where the channels disagree the change is coloured
+    (a reflection's tint, brown dust): the least opacity is only a lower bound, and a full pull towards it fits such
+    effects at about half their alpha (measured: effect alpha error 0.15 for a reflection, 0.11 for dust on exact
+    composites), so sparsity is lightened there and the background's texture decides. Noise-level differences are 0
+    in every channel (``_start_channel_alpha``) and keep full sparsity.
 
-    ``tinted`` ``[T,N,1,H,W]`` (0..1) marks changes known to be tinted by other evidence, the texture reading
-    (``_lift_by_texture``): the lift gives every channel the same start there, which would read as a pure darkening,
-    and a layer whose colour is close to the ground's has too little spread to show it anyway. Full sparsity there
-    pulled dust under the combined degradations from its lifted start (0.135) down to 0.067 (true 0.1–0.2), where the
-    noise's dead zone leaves the reconstruction nothing to hold it with. ``None`` when uniform."""
+    Changes the texture reading marks as tinted count as coloured (``_coloured``'s ``tinted``): the lift gives every
+    channel the same start there, which would read as a pure darkening, and a layer whose colour is close to the
+    ground's has too little spread to show it anyway. Full sparsity there pulled dust under the combined degradations
+    from its lifted start (0.135) down to 0.067 (true 0.1–0.2), where the noise's dead zone leaves the reconstruction
+    nothing to hold it with. ``None`` when uniform."""
     floor = config.sparsity_on_differences
     if floor >= 1.0:
         return None
-    chromatic = _chromatic(channel_alpha)
-    if tinted is not None:
-        chromatic = torch.maximum(chromatic, tinted)
-    return (1.0 - (1.0 - floor) * chromatic).to(torch.bfloat16 if channel_alpha.is_cuda else channel_alpha.dtype)
-
-
-def _chromatic(channel_alpha: torch.Tensor) -> torch.Tensor:
-    """How far each change is coloured, ``[T,N,1,H,W]`` in 0..1, from the spread of the per-channel least opacities
-    ``[T,N,3,H,W]`` (``_CHROMATIC_SPREAD``): 0 for a pure darkening or lightening of the background."""
-    shape = channel_alpha.shape
-    # averaged over a few pixels first: noise left in the per-channel values would read as colour
-    smooth = gaussian_blur(channel_alpha.reshape(-1, *shape[-3:]), _CHROMATIC_BLUR).reshape(shape)
-    spread = smooth.amax(dim=-3, keepdim=True) - smooth.amin(dim=-3, keepdim=True)
-    return ((spread - _CHROMATIC_SPREAD[0]) / (_CHROMATIC_SPREAD[1] - _CHROMATIC_SPREAD[0])).clamp(0.0, 1.0)
+    return (1.0 - (1.0 - floor) * coloured).to(torch.bfloat16 if coloured.is_cuda else coloured.dtype)
 
 
 def _colour_sigma(config: FitConfig, size) -> float:
@@ -627,9 +664,11 @@ def fit_layers(
             anchor = _motion_anchor(readings, channel_alpha, mask_t, config)
             channel_alpha, tinted = _lift_by_texture(channel_alpha, readings, config)
             del readings
-            sparsity_map = _sparsity_map(channel_alpha, config, tinted)
-            amin = torch.maximum(channel_alpha.amax(dim=-3, keepdim=True), mask_t)
-            del channel_alpha, tinted
+            headroom = _channel_headroom(solo_t, bg_t) if config.weigh_channels else None
+            coloured = _coloured(channel_alpha, headroom, tinted)
+            sparsity_map = _sparsity_map(coloured, config)
+            amin = torch.maximum(_start_opacity(channel_alpha, headroom, coloured), mask_t)
+            del channel_alpha, tinted, headroom, coloured
             features = _features(solo_t, bg_t, amin, config)
             # Start from the least-opacity layer (exact for black shadows, 0 where nothing changed beyond the noise)
             # rather than from alpha 0.5 everywhere: the fit then only has to close object interiors and refine.

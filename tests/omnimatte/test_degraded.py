@@ -260,9 +260,9 @@ def test_dust_lifted_by_its_texture_keeps_its_alpha_under_the_combined_degradati
     assert lightened["effect_recall"] >= 0.78, lightened
     assert lightened["effect_alpha_error"] <= 0.085, lightened
     assert lightened["false_opacity"] <= 0.02 and lightened["mean_false_alpha"] <= 0.01, lightened
-    full_sparsity = fit_module._sparsity_map
-    monkeypatch.setattr(fit_module, "_sparsity_map", lambda channel_alpha, config, tinted=None:
-                        full_sparsity(channel_alpha, config))
+    by_colour_alone = fit_module._coloured
+    monkeypatch.setattr(fit_module, "_coloured", lambda channel_alpha, headroom, tinted=None:
+                        by_colour_alone(channel_alpha, headroom))
     unlightened = quality()
     assert unlightened["effect_recall"] < lightened["effect_recall"] - 0.05, (unlightened, lightened)
 

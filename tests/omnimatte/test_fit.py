@@ -251,7 +251,7 @@ def test_sparsity_is_lightened_only_where_the_change_is_coloured():
     """A black 40 % shadow needs the same opacity in every channel (the least opacity is its alpha): full sparsity.
     A brown 40 % dust veil needs different opacities per channel (the least opacity is only a bound): the floor.
     Noise at the measured level starts at 0 in every channel: full sparsity."""
-    from omnimatte_core.fit import _sparsity_map, _start_channel_alpha
+    from omnimatte_core.fit import _channel_headroom, _coloured, _sparsity_map, _start_channel_alpha
 
     g = torch.Generator().manual_seed(0)
     t, band, w = 2, 20, 24
@@ -265,20 +265,53 @@ def test_sparsity_is_lightened_only_where_the_change_is_coloured():
     solo[..., 2 * band:, :] += sigma * torch.randn(t, 1, 3, band, w, generator=g)  # noise only
     noise = (torch.full((1, 3), sigma), torch.zeros(1, 3))
     config = resolve_config("default", "base")
-    weights = _sparsity_map(_start_channel_alpha(solo, background, noise, config), config)
-    inner = (slice(None), slice(None), slice(None), slice(8, -8), slice(None))  # beyond the 3 px blur's reach
-    shadow, veil, noisy = (weights[..., a:b, :][inner].float() for a, b in ((0, band), (band, 2 * band), (2 * band, h)))
-    floor = config.sparsity_on_differences
-    assert floor < 1.0
-    assert shadow.min() > 0.99, shadow.min()
-    # (where the background's own colour lies along the dust's, the tint reads as a darkening: a few pixels)
-    assert veil.mean() < floor + 0.05 and (veil <= floor + 1e-3).float().mean() > 0.9, veil
-    assert noisy.mean() > 0.97, noisy.mean()
-    assert _sparsity_map(torch.zeros(1, 1, 3, 4, 4), resolve_config("default", "base", sparsity_on_differences=1.0)) \
+    channel_alpha = _start_channel_alpha(solo, background, noise, config)
+    headroom = _channel_headroom(solo, background)
+    for weights_by in (headroom, None):
+        weights = _sparsity_map(_coloured(channel_alpha, weights_by), config)
+        inner = (slice(None), slice(None), slice(None), slice(8, -8), slice(None))  # beyond the 3 px blur's reach
+        shadow, veil, noisy = (weights[..., a:b, :][inner].float() for a, b in ((0, band), (band, 2 * band), (2 * band, h)))
+        floor = config.sparsity_on_differences
+        assert floor < 1.0
+        assert shadow.min() > 0.99, shadow.min()
+        # (where the background's own colour lies along the dust's, the tint reads as a darkening: a few pixels)
+        assert veil.mean() < floor + 0.05 and (veil <= floor + 1e-3).float().mean() > 0.9, veil
+        assert noisy.mean() > 0.97, noisy.mean()
+    assert _sparsity_map(torch.zeros(1, 1, 1, 4, 4), resolve_config("default", "base", sparsity_on_differences=1.0)) \
         is None
     # a change the texture reading marked as tinted gets the floor, even with every channel at one start
     tinted = torch.zeros(t, 1, 1, h, w)
     tinted[..., 2 * band:, :] = 1.0
-    marked = _sparsity_map(_start_channel_alpha(solo, background, noise, config), config, tinted)
+    marked = _sparsity_map(_coloured(channel_alpha, None, tinted), config)
     assert torch.equal(marked[..., :2 * band, :], weights[..., :2 * band, :])
     assert (marked[..., 2 * band:, :].float() - floor).abs().max() < 1e-2
+
+
+def test_a_shadow_over_a_dark_channel_is_not_read_as_coloured_and_starts_at_its_alpha():
+    """The same colour noise is a larger opacity in a dark channel. A black 40 % shadow over ground whose blue is
+    0.12, with blocky noise of 1.5/255 in the solo: each channel's least opacity is the alpha plus noise of σ/value, so their
+    spread (blue's noise is 4.6 times red's) reads as colour with equal weights, and their largest is biased up.
+    Weighed by headroom the shadow is a pure darkening, and its start is the least-squares alpha."""
+    from omnimatte_core.fit import _channel_headroom, _coloured, _start_channel_alpha, _start_opacity
+
+    g = torch.Generator().manual_seed(0)
+    t, h, w = 4, 48, 64
+    ground = torch.tensor([0.55, 0.35, 0.12]).view(1, 1, 3, 1, 1)
+    background = ground * (1 + 0.2 * torch.rand(t, 1, 3, h, w, generator=g))
+    # a codec's error is correlated over its blocks, so the 3 px average that the colour test takes leaves it whole
+    blocks = F.interpolate(torch.randn(t, 3, h // 8, w // 8, generator=g), scale_factor=8, mode="nearest")
+    solo = 0.6 * background + 1.5 / 255 * blocks.unsqueeze(1)
+    config = resolve_config("default", "base")
+    noise = (torch.full((1, 3), 2 / 255), torch.zeros(1, 3))  # the floor: the solo's noise is above it
+    channel_alpha = _start_channel_alpha(solo, background, noise, config)
+    headroom = _channel_headroom(solo, background)
+    weighted, equal = _coloured(channel_alpha, headroom), _coloured(channel_alpha, None)
+    # measured: 0.04 weighted, 0.27 with equal weights
+    assert weighted.mean() < 0.06 and equal.mean() > 0.2, (weighted.mean(), equal.mean())
+    start = _start_opacity(channel_alpha, headroom, weighted)
+    largest = _start_opacity(channel_alpha, None, equal)
+    assert torch.equal(largest, channel_alpha.amax(dim=-3, keepdim=True))
+    # measured: mean start 0.402 weighted, 0.422 as the largest channel's; mean error 0.008 against 0.023
+    assert abs(float(start.mean()) - 0.4) < 0.005, start.mean()
+    assert float(largest.mean()) - 0.4 > 0.015, largest.mean()
+    assert (start - 0.4).abs().mean() < 0.5 * (largest - 0.4).abs().mean()
