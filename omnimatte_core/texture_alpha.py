@@ -13,9 +13,7 @@ The estimate is kept only where it can be trusted:
 - the attenuated background explains most of the solo's detail (R²): a reflection carries texture of its own, and
   its estimate is noise;
 - it stands out from what the same estimator reads far from the object, where nothing is there: JPEG and resampling
-  attenuate fine detail too, and that level differs per clip;
-- with several objects, only the part that not every layer reads at that place counts: an effect belongs to one
-  solo, the other solos have it removed.
+  attenuate fine detail too, and that level differs per clip.
 """
 from __future__ import annotations
 
@@ -84,27 +82,12 @@ def texture_alpha(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tens
             frames = slice(start, start + _FRAMES_PER_CHUNK)
             out[frames, i], far[frames, i] = _read_frames(solo[frames, i], background[frames, i], mask[frames, i],
                                                           noise_var[i], pool)
-    thresholds = [_null_threshold(out[:, i], far[:, i]) for i in range(n)]
-    if n > 1:
-        # Every other solo has this object and its effects removed: what all of them read at one place is where the
-        # background itself differs from the solos (measured: a lattice tower read 0.28 in every layer under the
-        # combined degradations, and up to 2 % of a layer went opaque there), not any one object's effect. The null
-        # thresholds stay those of the whole readings (only ever fewer readings than without this): set from what is
-        # left, they fell, and the reflection of that scene went opaque over 2.4-2.8 % of it instead (three H200 runs).
-        out = (out - out.amin(dim=1, keepdim=True)).clamp_min(0.0)
-    for i, threshold in enumerate(thresholds):
-        out[:, i] = torch.where(out[:, i] > threshold, out[:, i], torch.zeros_like(out[:, i]))
+        null = out[:, i][far[:, i]]
+        if null.numel():
+            median = null.median()
+            threshold = median + NULL_MADS * 1.4826 * (null - median).abs().median()
+            out[:, i] = torch.where(out[:, i] > threshold, out[:, i], torch.zeros_like(out[:, i]))
     return out
-
-
-def _null_threshold(readings: torch.Tensor, far: torch.Tensor) -> torch.Tensor | float:
-    """The reading above which an estimate counts: the median plus ``NULL_MADS`` robust deviations of those ``far``
-    from the object (0 when there are none)."""
-    null = readings[far]
-    if not null.numel():
-        return 0.0
-    median = null.median()
-    return median + NULL_MADS * 1.4826 * (null - median).abs().median()
 
 
 def _read_frames(solo: torch.Tensor, background: torch.Tensor, mask: torch.Tensor, noise_var: torch.Tensor,

@@ -133,34 +133,3 @@ def test_the_fit_start_follows_the_reading_only_where_it_counts():
     unlifted, no_follow = _lift_by_texture(
         channel_alpha, _readings(solo, background, mask.unsqueeze(1), channel_alpha, noise, no_texture), no_texture)
     assert unlifted is channel_alpha and no_follow is None
-
-
-def test_a_reading_every_layer_shares_is_the_background_not_an_effect():
-    """Two objects' solos over one background. Object 0 has a 30 % dust veil in its region; in another region the
-    background is sharper than both solos (its detail there attenuated by 30 % in each solo, as a resampled or
-    compressed plate can differ from the generations). Object 1's layer alone reads the sharper region; together only
-    object 0's veil is read, and only in object 0's layer: object 1's solo has that veil removed."""
-    ground = _texture(0)
-    region, mask = _layer_region()
-    shared = torch.zeros_like(region)
-    shared[..., 22:46, 4:28] = 1.0  # left of the veil, away from the masks' corner
-    mask[..., 2:12, 2:12] = 0.0
-    mask[..., 52:62, 84:94] = 1.0  # both objects in the bottom-right corner
-    smooth = gaussian_blur(ground, 3.0)
-    dulled = smooth + (1 - 0.3 * shared) * (ground - smooth)  # 30 % less detail where the plate is sharper
-    colour = 0.75 * ground.mean(dim=(-2, -1), keepdim=True)
-    veiled = 0.3 * region * colour + (1 - 0.3 * region) * dulled
-    solos = torch.stack([_noisy(veiled, 1), _noisy(dulled, 3)], dim=1)
-    background = _noisy(ground, 2).unsqueeze(1).expand_as(solos)
-    masks = mask.unsqueeze(1).expand(-1, 2, -1, -1, -1)
-    sigma = torch.full((2, 3), NOISE * 2 ** 0.5)
-    inner_veil = (slice(None), slice(None), slice(22, 42), slice(48, 72))
-    inner_shared = (slice(None), slice(None), slice(26, 42), slice(8, 24))
-    # object 1's layer alone reads the shared region as a layer of about 0.3 (what this test guards against)
-    alone = texture_alpha(solos[:, 1:], background[:, 1:], masks[:, 1:], sigma[1:], POOL)[:, 0]
-    assert float(alone[inner_shared].mean()) > 0.2, float(alone[inner_shared].mean())
-    together = texture_alpha(solos, background, masks, sigma, POOL)
-    assert float(together[:, 0][inner_shared].mean()) < 0.03
-    assert float(together[:, 1][inner_shared].mean()) < 0.03
-    assert abs(float(together[:, 0][inner_veil].mean()) - 0.3) < 0.05
-    assert float(together[:, 1][inner_veil].mean()) < 0.03
