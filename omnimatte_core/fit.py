@@ -332,9 +332,7 @@ def minimal_alpha(solo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
 
 def _channel_alpha(solo: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """Per channel, the least opacity of a black (darker) or white (brighter) layer that gives ``solo``."""
-    diff = solo - background
-    headroom = torch.where(diff < 0, background, 1.0 - background).clamp_min(1e-3)
-    return (diff.abs() / headroom).clamp(0.0, 1.0)
+    return ((solo - background).abs() / _channel_headroom(solo, background)).clamp(0.0, 1.0)
 
 
 def _features(solo: torch.Tensor, background: torch.Tensor, min_alpha: torch.Tensor, config: FitConfig):
