@@ -133,3 +133,53 @@ def test_the_fit_start_follows_the_reading_only_where_it_counts():
     unlifted, no_follow = _lift_by_texture(
         channel_alpha, _readings(solo, background, mask.unsqueeze(1), channel_alpha, noise, no_texture), no_texture)
     assert unlifted is channel_alpha and no_follow is None
+
+
+def _shared_scene(one_video: bool):
+    """Two objects' solos over one background, both objects in the bottom-right corner. Object 0 has a 30 % dust veil
+    in the middle; left of it the background is sharper than the solos (their detail there attenuated by 30 %, as a
+    resampled or compressed plate can differ from the generations). ``one_video``: the solos are one video outside
+    the objects (the weight-free clean plate's solos, which keep every object's effects), else separate generations
+    with object 0's veil removed from object 1's solo (a removal model's).
+    Returns ``(solos, background, masks, sigma, inner_veil, inner_shared)``."""
+    ground = _texture(0)
+    region, mask = _layer_region()
+    shared = torch.zeros_like(region)
+    shared[..., 22:46, 4:28] = 1.0  # left of the veil, away from the masks' corner
+    mask[..., 2:12, 2:12] = 0.0
+    mask[..., 52:62, 84:94] = 1.0
+    smooth = gaussian_blur(ground, 3.0)
+    dulled = smooth + (1 - 0.3 * shared) * (ground - smooth)
+    colour = 0.75 * ground.mean(dim=(-2, -1), keepdim=True)
+    veiled = _noisy(0.3 * region * colour + (1 - 0.3 * region) * dulled, 1)
+    solos = torch.stack([veiled, veiled.clone() if one_video else _noisy(dulled, 3)], dim=1)
+    background = _noisy(ground, 2).unsqueeze(1).expand_as(solos)
+    masks = mask.unsqueeze(1).expand(-1, 2, -1, -1, -1)
+    sigma = torch.full((2, 3), NOISE * 2 ** 0.5)
+    inner_veil = (slice(None), slice(None), slice(22, 42), slice(48, 72))
+    inner_shared = (slice(None), slice(None), slice(26, 42), slice(8, 24))
+    return solos, background, masks, sigma, inner_veil, inner_shared
+
+
+def test_a_reading_every_separate_solo_shares_is_the_background_not_an_effect():
+    """Separate solos: object 1's layer alone reads the sharper region as a layer; together only object 0's veil is
+    read, and only in object 0's layer, since object 1's solo has that veil removed."""
+    solos, background, masks, sigma, inner_veil, inner_shared = _shared_scene(one_video=False)
+    alone = texture_alpha(solos[:, 1:], background[:, 1:], masks[:, 1:], sigma[1:], POOL)[:, 0]
+    assert float(alone[inner_shared].mean()) > 0.2, float(alone[inner_shared].mean())  # what this guards against
+    together = texture_alpha(solos, background, masks, sigma, POOL)
+    assert float(together[:, 0][inner_shared].mean()) < 0.03
+    assert float(together[:, 1][inner_shared].mean()) < 0.03
+    assert abs(float(together[:, 0][inner_veil].mean()) - 0.3) < 0.05
+    assert float(together[:, 1][inner_veil].mean()) < 0.03
+
+
+def test_where_the_solos_are_one_video_a_shared_reading_is_kept():
+    """Clean-plate solos are one video outside the other objects' masks, so every effect is in every solo: what the
+    layers share there may be an effect, and each layer reads what it reads alone (the veil at 0.3 in both)."""
+    solos, background, masks, sigma, inner_veil, _ = _shared_scene(one_video=True)
+    together = texture_alpha(solos, background, masks, sigma, POOL)
+    for i in range(2):
+        alone = texture_alpha(solos[:, i:i + 1], background[:, i:i + 1], masks[:, i:i + 1], sigma[i:i + 1], POOL)
+        assert torch.equal(together[:, i], alone[:, 0])
+        assert abs(float(together[:, i][inner_veil].mean()) - 0.3) < 0.05
