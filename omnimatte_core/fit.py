@@ -397,12 +397,13 @@ _TEXTURE_MARGIN = (0.05, 0.15)
 _TEXTURE_SUPPORT = 0.5
 
 
-TEXTURE_POOL_MIN_PX = 6.0
-"""Least Gaussian width (pixels) of the readings' neighbourhood, whatever ``config.texture_pool`` gives. The
-readings' noise depends on how many independent detail samples (a band 1-3 px wide) the neighbourhood holds, so on
+TEXTURE_POOL_MIN_PX = 5.0
+"""Least Gaussian width (pixels) of the texture reading's neighbourhood, whatever ``config.texture_pool`` gives. The
+reading's noise depends on how many independent detail samples (a band 1-3 px wide) the neighbourhood holds, so on
 pixels, not on the frame's share: at 4 % of a 96-px frame (3.8 px) the seed-1 dust's recall under ``combined4`` was
-0.80-0.83 over four H200 runs, and 0.81 -> 0.87 (5 px) -> 0.90 (6 px) on the CPU. From 150 px up the fraction is the
-larger."""
+0.80-0.83 over four H200 runs, 0.85-0.86 over three at 5 px. A wider neighbourhood also blurs the reading over an
+effect's own variation: at 6 px the exact-input dust's alpha error rose from 0.036-0.046 to 0.049-0.057 (0.040-0.043
+at 5 px). From 125 px up the fraction is the larger."""
 
 
 def _texture_pool(config: FitConfig, h: int, w: int) -> float:
