@@ -407,8 +407,15 @@ at 5 px). From 125 px up the fraction is the larger."""
 
 
 def _texture_pool(config: FitConfig, h: int, w: int) -> float:
-    """The readings' neighbourhood (Gaussian width in pixels) for frames ``h × w``."""
-    return max(config.texture_pool * min(h, w), TEXTURE_POOL_MIN_PX)
+    """The texture reading's neighbourhood (Gaussian width in pixels) for frames ``h × w``."""
+    return max(_motion_pool(config, h, w), TEXTURE_POOL_MIN_PX)
+
+
+def _motion_pool(config: FitConfig, h: int, w: int) -> float:
+    """The motion reading's neighbourhood: the frame's share alone. A larger one holds more of a reflection's
+    non-rigid motion (a 6-px floor raised the reflection's alpha error under `combined` at 96 px from 0.090 to
+    0.097)."""
+    return config.texture_pool * min(h, w)
 
 
 def _readings(solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor, channel_alpha: torch.Tensor,
@@ -422,10 +429,8 @@ def _readings(solo: torch.Tensor, background: torch.Tensor, masks: torch.Tensor,
     texture = texture_alpha(solo, background, masks, noise[0], _texture_pool(config, *solo.shape[-2:]))
     if not config.motion_reading:
         return texture, None
-    # the motion reading keeps the frame's share: a larger neighbourhood holds more of a reflection's non-rigid
-    # motion (a 6-px floor raised the reflection's alpha error under `combined` at 96 px from 0.090 to 0.097)
-    pool = config.texture_pool * min(solo.shape[-2:])
-    return texture, motion_alpha(solo, background, masks, channel_alpha.amax(dim=-3, keepdim=True), noise[0], pool)
+    return texture, motion_alpha(solo, background, masks, channel_alpha.amax(dim=-3, keepdim=True), noise[0],
+                                 _motion_pool(config, *solo.shape[-2:]))
 
 
 def _lift_by_texture(channel_alpha: torch.Tensor, readings, config: FitConfig
@@ -476,7 +481,7 @@ def _motion_anchor(readings, channel_alpha: torch.Tensor, masks: torch.Tensor,
     texture, (alpha, trust) = readings
     t, n, _, h, w = alpha.shape
     start = channel_alpha.amax(dim=-3, keepdim=True)
-    pool = config.texture_pool * min(h, w)  # the motion reading's neighbourhood (see _readings)
+    pool = _motion_pool(config, h, w)
     width = _ANCHOR_FILL[0] * pool
     # the effect's pixels, holes closed: under noise the faint parts of an effect start at 0 in places
     effect = (start > MOTION_SUPPORT).float()
